@@ -1,0 +1,1 @@
+"""Diagnosis workers: DICOM imaging and ECG analysis."""

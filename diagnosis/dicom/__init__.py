@@ -1,0 +1,1 @@
+"""DICOM ingest, codecs and progressive delivery."""

@@ -1,0 +1,1 @@
+"""ECG formats and streaming waveform analysis."""

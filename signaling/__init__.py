@@ -1,0 +1,1 @@
+"""WebSocket signaling, rooms and the selective forwarding unit."""

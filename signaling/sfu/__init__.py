@@ -1,0 +1,1 @@
+"""Media plane: forwards encoded RTP between peers without decoding it."""

@@ -1,0 +1,3 @@
+"""telemed: the application that wires consults, signaling and diagnosis workers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,148 @@
+"""The `telemed` command: serve, seed demo records, manage users, verify the audit chain."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from telemed import audit, auth, demo
+from telemed.app import create_app
+from telemed.audit import AuditEvent
+from telemed.permissions import ROLES
+from telemed.settings import Settings, SettingsError, load_settings
+from telemed.store import Conflict, NotFound, accounts
+from telemed.store.database import connect
+
+
+def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
+    return load_settings(flags={"data_dir": args.data, **flags}, config_file=args.config)
+
+
+def _in_transaction(settings: Settings, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    conn = connect(settings.database_path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+    finally:
+        conn.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, host=args.host, port=args.port, redis_url=args.redis)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=5,
+                print=lambda _: print(f"telemed listening on http://{settings.host}:{settings.port}"
+                                      f" (data in {settings.data_dir.resolve()})", flush=True))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    print(json.dumps(_in_transaction(_settings(args), demo.seed), indent=2))
+    return 0
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    password = args.password or getpass.getpass(f"password for {args.username}: ")
+    if len(password) < 10:
+        print("error: the password must be at least 10 characters", file=sys.stderr)
+        return 2
+
+    def create(conn: sqlite3.Connection) -> dict:
+        institution = next((i for i in accounts.list_institutions(conn)
+                            if i["name"] == args.institution), None)
+        if institution is None:
+            institution = accounts.create_institution(conn, args.institution, args.kind)
+        staff = accounts.create_staff(conn, args.username, auth.hash_password(password),
+                                      args.full_name or args.username, args.role,
+                                      institution["id"], args.specialty)
+        audit.append(conn, AuditEvent(actor="system", action="staff.create",
+                                      object=f"staff:{staff['id']}", client="cli"))
+        return staff
+
+    try:
+        print(json.dumps(_in_transaction(_settings(args), create), indent=2))
+    except (Conflict, NotFound) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not settings.database_path.exists():
+        print(f"error: no database at {settings.database_path}", file=sys.stderr)
+        return 2
+    conn = sqlite3.connect(f"file:{settings.database_path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        result = audit.verify(conn)
+    finally:
+        conn.close()
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telemed", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", type=Path, default=None, help="data folder (default ./var)")
+    common.add_argument("--config", type=Path, default=None, help="optional TOML settings file")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", parents=[common], help="run the server")
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    serve.add_argument("--redis", default=None, help="redis:// URL; the bus becomes Redis")
+    serve.set_defaults(run=cmd_serve)
+
+    demo_cmd = commands.add_parser("demo", parents=[common], help="seed demo institutions and users")
+    demo_cmd.set_defaults(run=cmd_demo)
+
+    user = commands.add_parser("user", help="manage staff accounts").add_subparsers(
+        dest="user_command", required=True)
+    create = user.add_parser("create", parents=[common], help="create a staff account")
+    create.add_argument("username")
+    create.add_argument("--role", choices=ROLES, default="admin")
+    create.add_argument("--institution", required=True, help="institution name (created if new)")
+    create.add_argument("--kind", default="hospital",
+                        choices=("hospital", "township", "village", "ambulance"),
+                        help="kind of a newly created institution")
+    create.add_argument("--full-name", default=None)
+    create.add_argument("--specialty", default=None)
+    create.add_argument("--password", default=None, help="prompted for when omitted")
+    create.set_defaults(run=cmd_user_create)
+
+    audit_cmd = commands.add_parser("audit", help="audit trail tools").add_subparsers(
+        dest="audit_command", required=True)
+    verify = audit_cmd.add_parser("verify", parents=[common], help="check the audit hash chain")
+    verify.set_defaults(run=cmd_audit_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
