@@ -1,0 +1,96 @@
+"""The command a newcomer runs: demo seeding, a real server process, health and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+TELEMED = [sys.executable, "-m", "telemed.cli"]
+ROLES = {"admin", "expert", "clinician", "ambulance"}
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*TELEMED, *args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_demo_prints_users_for_every_role_and_is_repeatable(tmp_path):
+    first = json.loads(run("demo", "--data", str(tmp_path)).stdout)
+    assert {u["role"] for u in first["users"]} == ROLES
+    assert {"username", "password", "role", "institution"} <= set(first["users"][0])
+    kinds = {i["kind"] for i in first["institutions"]}
+    assert kinds == {"hospital", "township", "village", "ambulance"}
+    assert len(first["patients"]) == 1
+    second = json.loads(run("demo", "--data", str(tmp_path)).stdout)
+    assert [u["username"] for u in second["users"]] == [u["username"] for u in first["users"]]
+    assert second["users"][0]["password"] != first["users"][0]["password"]
+
+
+def test_user_create_bootstraps_an_admin(tmp_path):
+    created = run("user", "create", "root", "--institution", "Regional Health Bureau",
+                  "--password", "a very long secret", "--data", str(tmp_path))
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["role"] == "admin"
+    again = run("user", "create", "root", "--institution", "Regional Health Bureau",
+                "--password", "a very long secret", "--data", str(tmp_path))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    short = run("user", "create", "x", "--institution", "R", "--password", "short",
+                "--data", str(tmp_path))
+    assert short.returncode == 2
+
+
+def _get(url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _serve(tmp_path: Path, port: int, *extra: str) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([*TELEMED, "serve", "--data", str(tmp_path), "--port", str(port),
+                                *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if _get(base + "/healthz")[0] == 200:
+                return process, base
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"server did not start: {process.stdout.read()}")
+
+
+@pytest.mark.parametrize("bus", ["local", "redis"])
+def test_serve_answers_health_metrics_and_demo_login(tmp_path, bus, request, unused_tcp_port):
+    users = json.loads(run("demo", "--data", str(tmp_path)).stdout)["users"]
+    extra = ("--redis", request.getfixturevalue("redis_url")) if bus == "redis" else ()
+    process, base = _serve(tmp_path, unused_tcp_port, *extra)
+    try:
+        status, body = _get(base + "/healthz")
+        health = json.loads(body)
+        assert status == 200 and health["status"] == "ok" and health["bus"] == bus
+        admin = next(u for u in users if u["role"] == "admin")
+        status, body = _get(base + "/api/login", json.dumps(
+            {"username": admin["username"], "password": admin["password"]}).encode())
+        assert status == 200 and json.loads(body)["token"]
+        status, body = _get(base + "/metrics")
+        assert status == 200
+        assert b'telemed_http_requests_total{method="POST",route="/api/login",status="200"} 1.0' in body
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
+
+
+def test_serve_refuses_a_bad_setting(tmp_path):
+    result = run("serve", "--data", str(tmp_path), env={**os.environ, "TELEMED_PORT": "eighty"})
+    assert result.returncode == 2 and "port" in result.stderr
