@@ -5,15 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from telemed import consults
-from telemed.api.body import Field, iso_datetime, parse, read_json, validate
-from telemed.api.context import BUS, DATABASE, SETTINGS, TOKENS
+from telemed.api.body import Field, iso_datetime, parse
+from telemed.api.casework import add_case_routes
+from telemed.api.context import DATABASE, SETTINGS, TOKENS
 from telemed.api.security import authenticated, client_address
 from telemed.auth import Claims, Grants
 from telemed.consults import RoomAccess
-from telemed.workflow import CONSULT
 
 URGENCIES = ("routine", "urgent", "emergency")
-STATES = tuple(sorted({t.target for t in CONSULT.transitions} | {CONSULT.initial}))
 ID = {"max_length": 64}
 
 NEW_CONSULT = [
@@ -29,13 +28,6 @@ PARTICIPANT = [Field("staff_id", str, **ID), Field("role", str, choices=("presen
 ATTACHMENT = [Field("kind", str, choices=("study", "ecg")), Field("ref", str, max_length=128)]
 INVITE = [Field("display_name", str, max_length=100)]
 JOIN = [Field("code", str, max_length=100)]
-CONSULT_EVENTS = "consults"
-
-
-async def _announce(request: web.Request, consult: dict, action: str) -> None:
-    """Tell other parts (rooms, workers, other nodes) that a consult changed."""
-    await request.app[BUS].publish(CONSULT_EVENTS, {"consult_id": consult["id"], "action": action,
-                                                    "state": consult["state"]})
 
 
 def _room_token(request: web.Request, access: RoomAccess, subject: str, role: str, name: str,
@@ -47,37 +39,6 @@ def _room_token(request: web.Request, access: RoomAccess, subject: str, role: st
                                 institution_id=institution_id, grants=grants))
     return {"token": token, "room": access.consult_id, "can_publish": access.can_publish,
             "expires_in": tokens.ttl_seconds}
-
-
-async def create(request: web.Request) -> web.Response:
-    caller = await authenticated(request)
-    body = await parse(request, NEW_CONSULT)
-    body.setdefault("kind", "consult")
-    consult = await request.app[DATABASE].write(consults.create, caller, body)
-    await _announce(request, consult, "request")
-    return web.json_response(consult, status=201)
-
-
-async def list_(request: web.Request) -> web.Response:
-    caller = await authenticated(request)
-    state = validate(dict(request.query), [Field("state", str, required=False, choices=STATES)])
-    found = await request.app[DATABASE].write(consults.list_visible, caller, state.get("state"))
-    return web.json_response(found)
-
-
-async def get(request: web.Request) -> web.Response:
-    caller = await authenticated(request)
-    consult = await request.app[DATABASE].write(consults.read, caller, request.match_info["id"])
-    return web.json_response(consult)
-
-
-async def act(request: web.Request) -> web.Response:
-    caller = await authenticated(request)
-    fields = validate(await read_json(request) if request.can_read_body else {}, ACTION_FIELDS)
-    consult = await request.app[DATABASE].write(
-        consults.act, caller, request.match_info["id"], request.match_info["action"], fields)
-    await _announce(request, consult, request.match_info["action"])
-    return web.json_response(consult)
 
 
 async def add_participant(request: web.Request) -> web.Response:
@@ -123,12 +84,10 @@ async def join(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/api/consults", list_)
-    app.router.add_post("/api/consults", create)
-    app.router.add_get("/api/consults/{id}", get)
     app.router.add_post("/api/consults/{id}/participants", add_participant)
     app.router.add_post("/api/consults/{id}/attachments", attach)
     app.router.add_post("/api/consults/{id}/room-token", room_token)
     app.router.add_post("/api/consults/{id}/invites", invite)
-    app.router.add_post("/api/consults/{id}/{action}", act)
     app.router.add_post("/api/join", join)
+    add_case_routes(app, "consults", consults.CASES, consults.create, NEW_CONSULT, ACTION_FIELDS,
+                    defaults={"kind": "consult"})
