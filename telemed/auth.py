@@ -64,10 +64,12 @@ class Grants:
     can_publish: bool = False
     can_subscribe: bool = False
     patients: tuple[str, ...] = ()
+    room_admin: bool = False
 
     def as_claim(self) -> dict:
         return {"rooms": list(self.rooms), "canPublish": self.can_publish,
-                "canSubscribe": self.can_subscribe, "patients": list(self.patients)}
+                "canSubscribe": self.can_subscribe, "patients": list(self.patients),
+                "roomAdmin": self.room_admin}
 
     @classmethod
     def from_claim(cls, claim: dict) -> "Grants":
@@ -76,7 +78,8 @@ class Grants:
         return cls(rooms=tuple(map(str, claim.get("rooms", ()))),
                    can_publish=bool(claim.get("canPublish", False)),
                    can_subscribe=bool(claim.get("canSubscribe", False)),
-                   patients=tuple(map(str, claim.get("patients", ()))))
+                   patients=tuple(map(str, claim.get("patients", ()))),
+                   room_admin=bool(claim.get("roomAdmin", False)))
 
 
 @dataclass(frozen=True)

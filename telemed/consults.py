@@ -15,7 +15,7 @@ from telemed import audit, auth
 from telemed.audit import AuditEvent
 from telemed.caller import Caller, InvalidRequest
 from telemed.casework import Casework, Record
-from telemed.permissions import may_publish
+from telemed.permissions import may_publish, refusal
 from telemed.store import Conflict, accounts
 from telemed.store import consults as store
 from telemed.store.rows import insert
@@ -27,6 +27,7 @@ class RoomAccess:
     consult_id: str
     patient_id: str
     can_publish: bool
+    is_host: bool = False
 
 
 def _changes(caller: Caller, consult: Record, action: str, fields: Record) -> Record:
@@ -99,7 +100,9 @@ def room_access(conn: sqlite3.Connection, caller: Caller, consult_id: str) -> Ro
     consult = CASES.load(conn, caller, consult_id)
     _require_open(consult)
     caller.audit(conn, "consult.join", f"consult:{consult_id}", consult["patient_id"])
-    return RoomAccess(consult_id, consult["patient_id"], may_publish(caller.actor.id, consult))
+    is_host = refusal(caller.actor, "consult.host", consult) is None
+    return RoomAccess(consult_id, consult["patient_id"], may_publish(caller.actor.id, consult),
+                      is_host)
 
 
 def create_invite(conn: sqlite3.Connection, caller: Caller, consult_id: str, display_name: str,

@@ -185,6 +185,7 @@ RULES: dict[str, Rule] = {
     "consult.cancel": _cancel_consult,
     "consult.attach": _read_consult,
     "consult.invite": _run_consult,
+    "consult.host": _run_consult,
     "consult.participants": _run_consult,
     "referral.create": _staff_not_admin,
     "referral.read": _read_referral,

@@ -33,12 +33,12 @@ JOIN = [Field("code", str, max_length=100)]
 def _room_token(request: web.Request, access: RoomAccess, subject: str, role: str, name: str,
                 institution_id: str | None) -> dict:
     grants = Grants(rooms=(access.consult_id,), can_publish=access.can_publish,
-                    can_subscribe=True, patients=(access.patient_id,))
+                    can_subscribe=True, patients=(access.patient_id,), room_admin=access.is_host)
     tokens = request.app[TOKENS]
     token = tokens.issue(Claims(subject=subject, scope="room", role=role, name=name,
                                 institution_id=institution_id, grants=grants))
     return {"token": token, "room": access.consult_id, "can_publish": access.can_publish,
-            "expires_in": tokens.ttl_seconds}
+            "is_host": access.is_host, "expires_in": tokens.ttl_seconds}
 
 
 async def add_participant(request: web.Request) -> web.Response:

@@ -56,6 +56,7 @@ MATRIX = [
     ("consult.close", ACCEPTED, NO_TIES, {"clinician", "cardiologist"}),
     ("consult.cancel", ACCEPTED, NO_TIES, {"clinician"}),
     ("consult.invite", ACCEPTED, NO_TIES, {"clinician", "cardiologist"}),
+    ("consult.host", ACCEPTED, NO_TIES, {"clinician", "cardiologist"}),
     ("referral.create", REFERRAL, NO_TIES,
      {"cardiologist", "radiologist", "clinician", "other_clinician", "medic"}),
     ("referral.read", REFERRAL, NO_TIES, {"clinician", "cardiologist", "radiologist"}),

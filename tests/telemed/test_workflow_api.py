@@ -121,6 +121,9 @@ async def test_attachments_and_round_participants(world):
     viewer = await world.call("POST", f"/api/consults/{cid}/room-token", "radiologist", expect=200)
     presenter = await world.call("POST", f"/api/consults/{cid}/room-token", "clinician", expect=200)
     assert (viewer["can_publish"], presenter["can_publish"]) == (False, True)
+    assert (viewer["is_host"], presenter["is_host"]) == (False, True)
+    expert = await world.call("POST", f"/api/consults/{cid}/room-token", "cardiologist", expect=200)
+    assert expert["is_host"] and expert["can_publish"] is False
 
 
 async def test_referral_up_and_back_down(world):
