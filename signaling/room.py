@@ -168,12 +168,14 @@ class Room:
         self._broadcast(event("participant_reconnecting", participant_id=participant.id))
 
     def resume(self, resume_token: str, identity: str, now: float) -> Participant:
-        """The same seat and subscriptions, if the token matches within the grace period."""
+        """The same seat and subscriptions, if the token matches within the grace period. A seat
+        still marked active is taken over too: its old connection may not know yet it is dead."""
         for participant in self.participants.values():
+            in_grace = participant.state == "active" or (
+                participant.state == "disconnected" and participant.disconnected_at is not None
+                and now - participant.disconnected_at <= self.resume_grace)
             if (participant.resume_token == resume_token and participant.identity == identity
-                    and participant.state == "disconnected"
-                    and participant.disconnected_at is not None
-                    and now - participant.disconnected_at <= self.resume_grace):
+                    and in_grace):
                 participant.state = "active"
                 participant.disconnected_at = None
                 participant.resume_token = secrets.token_urlsafe(24)

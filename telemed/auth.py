@@ -65,11 +65,12 @@ class Grants:
     can_subscribe: bool = False
     patients: tuple[str, ...] = ()
     room_admin: bool = False
+    room_kind: str = "consult"
 
     def as_claim(self) -> dict:
         return {"rooms": list(self.rooms), "canPublish": self.can_publish,
                 "canSubscribe": self.can_subscribe, "patients": list(self.patients),
-                "roomAdmin": self.room_admin}
+                "roomAdmin": self.room_admin, "roomKind": self.room_kind}
 
     @classmethod
     def from_claim(cls, claim: dict) -> "Grants":
@@ -79,7 +80,8 @@ class Grants:
                    can_publish=bool(claim.get("canPublish", False)),
                    can_subscribe=bool(claim.get("canSubscribe", False)),
                    patients=tuple(map(str, claim.get("patients", ()))),
-                   room_admin=bool(claim.get("roomAdmin", False)))
+                   room_admin=bool(claim.get("roomAdmin", False)),
+                   room_kind=str(claim.get("roomKind", "consult")))
 
 
 @dataclass(frozen=True)

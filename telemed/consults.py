@@ -27,6 +27,7 @@ class RoomAccess:
     consult_id: str
     patient_id: str
     can_publish: bool
+    kind: str
     is_host: bool = False
 
 
@@ -102,7 +103,7 @@ def room_access(conn: sqlite3.Connection, caller: Caller, consult_id: str) -> Ro
     caller.audit(conn, "consult.join", f"consult:{consult_id}", consult["patient_id"])
     is_host = refusal(caller.actor, "consult.host", consult) is None
     return RoomAccess(consult_id, consult["patient_id"], may_publish(caller.actor.id, consult),
-                      is_host)
+                      consult["kind"], is_host)
 
 
 def create_invite(conn: sqlite3.Connection, caller: Caller, consult_id: str, display_name: str,
@@ -133,5 +134,6 @@ def redeem_invite(conn: sqlite3.Connection, code: str, client: str) -> tuple[Roo
     audit.append(conn, AuditEvent(actor=f"{guest_id}:{row['display_name']}", action="consult.join",
                                   object=f"consult:{consult['id']}", client=client,
                                   patient_id=consult["patient_id"]))
-    access = RoomAccess(consult["id"], consult["patient_id"], may_publish(None, consult))
+    access = RoomAccess(consult["id"], consult["patient_id"], may_publish(None, consult),
+                        consult["kind"])
     return access, row["display_name"], guest_id

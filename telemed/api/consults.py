@@ -33,7 +33,8 @@ JOIN = [Field("code", str, max_length=100)]
 def _room_token(request: web.Request, access: RoomAccess, subject: str, role: str, name: str,
                 institution_id: str | None) -> dict:
     grants = Grants(rooms=(access.consult_id,), can_publish=access.can_publish,
-                    can_subscribe=True, patients=(access.patient_id,), room_admin=access.is_host)
+                    can_subscribe=True, patients=(access.patient_id,), room_admin=access.is_host,
+                    room_kind=access.kind)
     tokens = request.app[TOKENS]
     token = tokens.issue(Claims(subject=subject, scope="room", role=role, name=name,
                                 institution_id=institution_id, grants=grants))

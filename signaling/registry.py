@@ -1,0 +1,122 @@
+"""The rooms of this node: made on first join, reaped when empty, closed when their consult ends.
+
+The registry owns two tasks (the reaper and the consult follower); `close()` cancels and awaits
+both, then closes every room so each participant is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Callable, Protocol
+
+from signaling.room import RESUME_GRACE_SECONDS, Participant, Room
+from telemed.bus import Bus
+
+log = logging.getLogger(__name__)
+
+CONSULT_EVENTS = "consults"
+ROOM_ENDING_STATES = frozenset({"reported", "closed", "cancelled", "declined"})
+
+
+class Sink(Protocol):
+    """Where a participant's messages go: its live session."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+
+    def end(self, code: int, reason: str) -> None: ...
+
+
+class RoomRegistry:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 resume_grace: float = RESUME_GRACE_SECONDS, reap_interval: float = 1.0) -> None:
+        self.rooms: dict[str, Room] = {}
+        self.sinks: dict[str, Sink] = {}
+        self.clock = clock
+        self.resume_grace = resume_grace
+        self.reap_interval = reap_interval
+        self.on_participant_gone: list[Callable[[Room, Participant], None]] = []
+        self._tasks: list[asyncio.Task] = []
+
+    def room(self, room_id: str, kind: str) -> Room:
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = Room(room_id, kind, self.deliver, self.resume_grace)
+            self.rooms[room_id] = room
+        return room
+
+    def deliver(self, participant_id: str, message: dict[str, Any]) -> None:
+        sink = self.sinks.get(participant_id)
+        if sink is not None:
+            sink.send(message)
+
+    def attach(self, participant_id: str, sink: Sink) -> None:
+        self.sinks[participant_id] = sink
+
+    def detach(self, participant_id: str, sink: Sink) -> None:
+        if self.sinks.get(participant_id) is sink:
+            del self.sinks[participant_id]
+
+    def gone(self, room: Room, participant: Participant, code: int, reason: str) -> None:
+        """A participant left the room for good: end its session and free its media."""
+        sink = self.sinks.pop(participant.id, None)
+        if sink is not None:
+            sink.end(code, reason)
+        for callback in self.on_participant_gone:
+            callback(room, participant)
+        if room.empty:
+            self.rooms.pop(room.id, None)
+
+    def close_room(self, room_id: str, reason: str) -> None:
+        room = self.rooms.pop(room_id, None)
+        if room is None:
+            return
+        for participant in room.close():
+            self.gone(room, participant, 1000, reason)
+
+    def reap(self) -> None:
+        now = self.clock()
+        for room in list(self.rooms.values()):
+            for participant in room.expire(now):
+                self.gone(room, participant, 1000, "seat expired")
+            if room.empty:
+                self.rooms.pop(room.id, None)
+
+    async def start(self, bus: Bus) -> None:
+        subscription = await bus.subscribe(CONSULT_EVENTS)
+        self._tasks = [asyncio.create_task(self._reap_forever(), name="rooms-reaper"),
+                       asyncio.create_task(self._follow_consults(subscription), name="rooms-follow")]
+
+    async def close(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for room_id in list(self.rooms):
+            self.close_room(room_id, "server shutting down")
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval)
+            try:
+                self.reap()
+            except Exception:
+                log.exception("reaping rooms failed")
+
+    async def _follow_consults(self, subscription: Any) -> None:
+        """Close a consult's room when the consult is reported, closed or called off."""
+        async with subscription:
+            while True:
+                message = await subscription.get()
+                if message is None:
+                    continue
+                try:
+                    if message.get("state") in ROOM_ENDING_STATES:
+                        self.close_room(str(message.get("consult_id")),
+                                        f"the consult is {message['state']}")
+                except Exception:
+                    log.exception("handling consult event %r failed", message)
