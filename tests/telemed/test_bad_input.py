@@ -51,7 +51,7 @@ async def test_wrong_types_missing_and_unknown_fields_are_all_reported(world):
     problem = await world.call("POST", "/api/patients", "clinician", json={
         "name": "A", "sex": "X", "birth_date": "yesterday"}, expect=422)
     assert {e["field"] for e in problem["errors"]} == {"sex", "birth_date"}
-    problem = await world.call("POST", f"/api/consults/any/schedule", "clinician",
+    problem = await world.call("POST", "/api/consults/any/schedule", "clinician",
                                json={"scheduled_at": "2026-11-24 09:00"}, expect=422)
     assert "UTC offset" in problem["errors"][0]["problem"]
     assert counts(world) == before

@@ -26,9 +26,9 @@ async def test_consult_from_request_to_close(world):
     reported = await world.call("POST", f"/api/consults/{cid}/report", "cardiologist",
                                 json={"report": "Inferior STEMI. Transfer for PCI."}, expect=200)
     assert reported["report"] == "Inferior STEMI. Transfer for PCI."
-    problem = await world.call("POST", f"/api/consults/{cid}/report", "clinician",
-                               json={"report": "x"}, expect=409)
-    problem = await world.call("POST", f"/api/consults/{cid}/close", "radiologist", expect=403)
+    await world.call("POST", f"/api/consults/{cid}/report", "clinician", json={"report": "x"},
+                     expect=409)
+    await world.call("POST", f"/api/consults/{cid}/close", "radiologist", expect=403)
     closed = await world.call("POST", f"/api/consults/{cid}/close", "clinician", expect=200)
     assert closed["state"] == "closed"
     assert [h["action"] for h in closed["history"]] == [
