@@ -10,6 +10,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+import diagnosis.ecg.routes
 import signaling.routes
 from telemed.api import accounts, audit, consults, health, referrals
 from telemed.api.context import BUS, DATABASE, METRICS, SETTINGS, TOKENS
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[TOKENS] = TokenService(load_or_create_secret(settings), settings.token_ttl_seconds)
     app.cleanup_ctx.extend([_database, _bus])
-    for routes in (health, accounts, consults, referrals, audit, signaling.routes):
+    for routes in (health, accounts, consults, referrals, audit, signaling.routes,
+                   diagnosis.ecg.routes):
         routes.setup(app)
     return app

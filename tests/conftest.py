@@ -1,15 +1,25 @@
-"""Fixtures shared by every test package."""
+"""Fixtures shared by every test package: real data, a real redis-server, and a small regional
+network served by the real application on a real socket."""
 
 from __future__ import annotations
 
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
+from aiohttp.test_utils import TestClient
+
+from telemed import auth
+from telemed.app import create_app
+from telemed.settings import Settings
+from telemed.store import accounts
+from telemed.store.database import connect
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
@@ -58,3 +68,97 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+PASSWORD = "correct horse battery"
+
+NETWORK = {
+    "hospital": ("City Hospital", "hospital"),
+    "township": ("Riverside Township", "township"),
+    "other_township": ("Lakeside Township", "township"),
+    "village": ("Hilltop Village", "village"),
+    "ambulance": ("County Ambulance", "ambulance"),
+}
+STAFF = {
+    "admin": ("admin", "hospital", None),
+    "cardiologist": ("expert", "hospital", "cardiology"),
+    "cardiologist2": ("expert", "hospital", "cardiology"),
+    "radiologist": ("expert", "hospital", "radiology"),
+    "clinician": ("clinician", "township", None),
+    "other_clinician": ("clinician", "other_township", None),
+    "village_doctor": ("clinician", "village", None),
+    "medic": ("ambulance", "ambulance", None),
+}
+
+
+@dataclass
+class World:
+    client: TestClient
+    data_dir: Path
+    institutions: dict[str, str] = field(default_factory=dict)
+    staff: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    patient: str = "P-1"
+    other_patient: str = "P-2"
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    async def call(self, method: str, path: str, who: str | None = None,
+                   json: Any = None, expect: int | None = None, **kwargs: Any) -> Any:
+        headers = kwargs.pop("headers", {})
+        if who is not None:
+            headers.update(self.auth(who))
+        response = await self.client.request(method, path, json=json, headers=headers, **kwargs)
+        body = await response.json(content_type=None)
+        if expect is not None:
+            assert response.status == expect, (response.status, body)
+        return body
+
+    async def request_consult(self, who: str = "clinician", **overrides: Any) -> dict:
+        body = {"patient_id": self.patient, "target_institution_id": self.institutions["hospital"],
+                "specialty": "cardiology", "urgency": "routine", "reason": "chest pain, ST changes?"}
+        body.update(overrides)
+        return await self.call("POST", "/api/consults", who, json=body, expect=201)
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.data_dir / "telemed.sqlite3")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+
+def seed_network(data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    conn = connect(data_dir / "telemed.sqlite3")
+    institutions = {}
+    for key, (name, kind) in NETWORK.items():
+        institutions[key] = accounts.create_institution(conn, name, kind)["id"]
+    password_hash = auth.hash_password(PASSWORD)
+    staff = {}
+    for username, (role, where, specialty) in STAFF.items():
+        staff[username] = accounts.create_staff(conn, username, password_hash, username.title(),
+                                                role, institutions[where], specialty)["id"]
+    accounts.create_patient(conn, {"id": "P-1", "name": "Li Na", "sex": "F",
+                                   "birth_date": "1961-04-12",
+                                   "home_institution_id": institutions["township"]})
+    accounts.create_patient(conn, {"id": "P-2", "name": "Ma Jun", "sex": "M",
+                                   "home_institution_id": institutions["other_township"]})
+    conn.close()
+    return institutions, staff
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, max_body_bytes=64 * 1024, secret_key="s" * 48)
+
+
+@pytest.fixture
+async def world(settings: Settings, aiohttp_client) -> World:
+    institutions, staff = seed_network(settings.data_dir)
+    client = await aiohttp_client(create_app(settings))
+    world = World(client, settings.data_dir, institutions, staff)
+    for username in STAFF:
+        body = await world.call("POST", "/api/login", json={"username": username,
+                                                            "password": PASSWORD}, expect=200)
+        world.tokens[username] = body["token"]
+    return world
+

@@ -1,0 +1,169 @@
+"""ECG streams over the real server: permissions, bad frames, exactly-once delivery through
+link drops (a TCP proxy on loopback cuts the connection mid-record), and the stored samples."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+
+import aiohttp
+import numpy as np
+import pytest
+import wfdb
+
+from diagnosis.ecg.frames import Frame, encode
+from diagnosis.ecg.sender import Recording, Sender, create_stream
+
+
+class CuttingProxy:
+    """Forwards loopback TCP to the server; cut() drops every connection mid-stream."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.base_events.Server | None = None
+        self.cuts = 0
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader, writer) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, upstream_writer]
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def cut(self) -> None:
+        self.cuts += 1
+        self._abort()
+
+    def _abort(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self._abort()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+def mitdb_minute(shared_data) -> Recording:
+    record = wfdb.rdrecord(str(shared_data / "ecg" / "mitdb" / "100"), physical=False,
+                           sampto=360 * 60)
+    return Recording(record.d_signal.astype(np.int16), float(record.fs), tuple(record.sig_name),
+                     tuple(float(g) for g in record.adc_gain))
+
+
+def base_url(world) -> str:
+    return str(world.client.make_url("/")).rstrip("/")
+
+
+async def test_only_staff_who_see_the_patient_may_stream(world):
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient}, expect=201)
+    assert created["state"] == "open" and created["acknowledged_seq"] == -1
+    await world.call("POST", "/api/ecg/streams", "other_clinician",
+                     json={"patient_id": world.patient}, expect=403)
+    await world.call("POST", "/api/ecg/streams", "clinician",
+                     json={"patient_id": "NOPE"}, expect=404)
+    await world.call("GET", f"/api/ecg/streams/{created['id']}", "other_clinician", expect=403)
+    await world.call("GET", "/api/ecg/streams/nope", "clinician", expect=404)
+    response = await world.client.get(f"/ecg/ingest/{created['id']}")
+    assert response.status == 401
+
+
+async def test_stream_attached_to_a_consult(world):
+    consult = await world.request_consult()
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient, "consult_id": consult["id"]},
+                               expect=201)
+    refreshed = await world.call("GET", f"/api/consults/{consult['id']}", "clinician", expect=200)
+    attachment = refreshed["attachments"][0]
+    assert (attachment["kind"], attachment["ref"]) == ("ecg", created["id"])
+    await world.call("POST", "/api/ecg/streams", "clinician",
+                     json={"patient_id": world.other_patient, "consult_id": consult["id"]},
+                     expect=403)
+
+
+async def test_garbage_frames_get_errors_and_lose_nothing(world):
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient}, expect=201)
+    stream = uuid.UUID(created["id"])
+    ws = await world.client.ws_connect(f"/ecg/ingest/{stream}", headers=world.auth("clinician"))
+    assert (await ws.receive_json())["type"] == "ready"
+    good = Frame(stream, 0, 0, 500.0, ("II",), (200.0,), np.arange(250, dtype=np.int16)[:, None])
+    await ws.send_bytes(encode(good))
+    assert (await ws.receive_json())["ack"] == 0
+    for bad, code in ((b"\x00garbage", "bad_frame"), (encode(good)[:-3], "bad_frame"),
+                      (encode(Frame(stream, 1, 250, 360.0, ("II",), (200.0,),
+                                    np.zeros((90, 1), np.int16))), "format_changed"),
+                      (encode(Frame(stream, 900, 0, 500.0, ("II",), (200.0,),
+                                    np.zeros((9, 1), np.int16))), "too_far_ahead"),
+                      (encode(Frame(uuid.uuid4(), 1, 250, 500.0, ("II",), (200.0,),
+                                    np.zeros((9, 1), np.int16))), "wrong_stream")):
+        await ws.send_bytes(bad)
+        reply = await ws.receive_json()
+        assert (reply["type"], reply["code"]) == ("error", code)
+    await ws.send_str("text is not a frame")
+    assert (await ws.receive_json())["code"] == "bad_frame"
+    await ws.send_bytes(encode(good))
+    duplicate = await ws.receive_json()
+    assert duplicate["duplicate"] and duplicate["ack"] == 0
+    await ws.close()
+    info = await world.call("GET", f"/api/ecg/streams/{stream}", "clinician", expect=200)
+    assert info["samples"] == 250 and info["leads"] == ["II"] and info["fs"] == 500.0
+
+
+async def test_sender_through_two_link_drops_delivers_every_sample_once(world, mitdb_minute):
+    proxy = CuttingProxy(world.client.port)
+    port = await proxy.start()
+    url = f"http://127.0.0.1:{port}"
+    token = world.tokens["clinician"]
+    async with aiohttp.ClientSession() as session:
+        stream_id = await create_stream(session, url, token, world.patient)
+        sender = Sender(url, token, mitdb_minute, stream_id, speed=40.0, frame_seconds=0.25)
+        task = asyncio.create_task(sender.run(session))
+        for _ in range(2):
+            await asyncio.sleep(0.5)
+            assert not task.done()
+            proxy.cut()
+        report = await asyncio.wait_for(task, 30)
+    await proxy.close()
+    assert proxy.cuts == 2 and report.connections >= 3
+    assert report.samples == len(mitdb_minute.samples) == 21600
+    info = await world.call("GET", f"/api/ecg/streams/{stream_id}", "clinician", expect=200)
+    assert info["state"] == "complete" and info["samples"] == 21600
+    assert info["acknowledged_seq"] == report.frames - 1
+    response = await world.client.get(f"/api/ecg/streams/{stream_id}/samples",
+                                      headers=world.auth("clinician"))
+    stored = np.frombuffer(await response.read(), dtype="<i2").reshape(-1, 2)
+    assert response.headers["X-ECG-Leads"] == "MLII,V5"
+    assert len(stored) == 21600
+    assert hashlib.sha256(stored.tobytes()).hexdigest() == hashlib.sha256(
+        mitdb_minute.samples.astype("<i2").tobytes()).hexdigest()
+
+
+async def test_ended_stream_refuses_more_ingest(world, mitdb_minute):
+    short = Recording(mitdb_minute.samples[:720], mitdb_minute.fs, mitdb_minute.leads,
+                      mitdb_minute.gain)
+    async with aiohttp.ClientSession() as session:
+        stream_id = await create_stream(session, base_url(world), world.tokens["clinician"],
+                                        world.patient)
+        await Sender(base_url(world), world.tokens["clinician"], short, stream_id,
+                     speed=100.0).run(session)
+    response = await world.client.get(f"/ecg/ingest/{stream_id}", headers=world.auth("clinician"))
+    assert response.status == 409
