@@ -29,8 +29,11 @@ class Caller:
         audit.append(conn, self.event(action, obj, patient_id))
 
     def require(self, action: str, record: Record | None, obj: str,
-                patient_id: str | None = None, ties: PatientTies = NO_TIES) -> None:
-        """Raise Forbidden carrying the 'denied' audit entry the handler writes afterwards."""
+                patient_id: str | None = None, ties: PatientTies = NO_TIES,
+                attempted: str | None = None) -> None:
+        """Raise Forbidden carrying the 'denied' audit entry the handler writes afterwards;
+        `attempted` names what was tried when it differs from the permission checked."""
         reason = refusal(self.actor, action, record, ties)
         if reason is not None:
-            raise Forbidden(reason, self.event(action, obj, patient_id, outcome="denied"))
+            raise Forbidden(reason, self.event(attempted or action, obj, patient_id,
+                                               outcome="denied"))

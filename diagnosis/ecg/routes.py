@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+import numpy as np
 from aiohttp import WSMsgType, web
 
 from diagnosis.ecg import streams
@@ -19,11 +20,16 @@ from diagnosis.ecg.frames import MAX_LEADS, MAX_SAMPLES_PER_FRAME, FrameError, d
 from diagnosis.ecg.ingest import Received, StreamError, StreamReceiver
 from telemed.api.body import Field, parse, validate
 from telemed.api.context import BUS, DATABASE, SETTINGS
-from telemed.api.problems import ProblemError
-from telemed.api.security import authenticated
+from telemed.api.problems import ProblemError, audit_refusal
+from telemed.api.security import authenticated, caller_for_token
+from telemed.auth import TokenError
+from telemed.permissions import Forbidden
+from telemed.store import NotFound
 
 log = logging.getLogger(__name__)
 
+FOLLOW = [Field("type", str, choices=("follow",)), Field("token", str, max_length=4096),
+          Field("seconds", int, required=False)]
 NEW_STREAM = [Field("patient_id", str, max_length=64), Field("consult_id", str, required=False,
                                                              max_length=64)]
 MAX_FRAME_BYTES = 64 + MAX_LEADS * 260 + MAX_SAMPLES_PER_FRAME * MAX_LEADS * 2
@@ -103,16 +109,22 @@ def _reply(result: Received) -> dict:
             "warnings": result.warnings}
 
 
+def channel(stream_id: str) -> str:
+    return f"ecg:{stream_id}"
+
+
 async def _store(request: web.Request, live: LiveStream, result: Received) -> None:
-    """Samples to disk (fsynced), then the row: only then is the frame acknowledged."""
+    """Samples to disk (fsynced), then the row: only then is the frame acknowledged; then
+    followers (on any node) get the new samples through the bus."""
     await asyncio.to_thread(live.file.append, result.ready)
     receiver = live.receiver
     assert receiver.format is not None
     await request.app[DATABASE].write(streams.record_progress, receiver.stream_id, receiver.format,
                                       receiver.next_seq, receiver.next_sample, receiver.complete)
-    await request.app[BUS].publish(f"ecg:{receiver.stream_id}", {
-        "type": "samples", "stream_id": receiver.stream_id, "ack": receiver.ack,
-        "samples": receiver.next_sample, "complete": receiver.complete})
+    samples = np.concatenate([frame.samples for frame in result.ready])
+    await request.app[BUS].publish(channel(receiver.stream_id), {
+        "type": "samples", "first_sample": result.ready[0].first_sample,
+        "samples": samples.tolist(), "complete": receiver.complete})
 
 
 async def ingest(request: web.Request) -> web.WebSocketResponse:
@@ -156,6 +168,63 @@ async def ingest(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def follow(request: web.Request) -> web.WebSocketResponse:
+    """An expert follows a stream live: recent history first, then samples as they arrive.
+    The first message must be {"type": "follow", "token": ..., "seconds": optional backlog}."""
+    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=4096)
+    await ws.prepare(request)
+    try:
+        asked = validate(await ws.receive_json(timeout=10), FOLLOW)
+    except (asyncio.TimeoutError, TypeError, ValueError, ProblemError) as exc:
+        detail = getattr(exc, "extensions", {}).get("errors") or str(exc) or "no follow message"
+        return await _refuse(ws, "bad_message", f"send a follow message first: {detail}")
+    try:
+        caller = await caller_for_token(request, asked["token"])
+        info = await request.app[DATABASE].write(streams.open_for, caller,
+                                                 request.match_info["id"], "ecg.follow")
+    except TokenError as exc:
+        return await _refuse(ws, "unauthorized", str(exc))
+    except Forbidden as exc:
+        await audit_refusal(request, exc)
+        return await _refuse(ws, "forbidden", exc.reason)
+    except NotFound as exc:
+        return await _refuse(ws, "not_found", str(exc))
+    subscription = await request.app[BUS].subscribe(channel(info.id))
+    async with subscription:
+        current = await request.app[DATABASE].read(streams.progress, info.id)
+        await ws.send_json({"type": "stream", **current.public()})
+        fs, leads = (current.format.fs, len(current.format.leads)) if current.format else (0.0, 1)
+        start = max(0, current.samples - round(asked.get("seconds", 10) * fs))
+        backlog = await asyncio.to_thread(
+            streams.read_samples, streams.samples_path(request.app[SETTINGS].data_dir, info.id),
+            leads, start, current.samples - start)
+        await ws.send_json({"type": "samples", "first_sample": start, "samples": backlog.tolist(),
+                            "complete": current.state == "complete"})
+        relay = asyncio.create_task(_relay(ws, subscription, current.samples))
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+    return ws
+
+
+async def _relay(ws: web.WebSocketResponse, subscription, sent_up_to: int) -> None:
+    while True:
+        message = await subscription.get()
+        if message is None or message["first_sample"] < sent_up_to:
+            continue
+        sent_up_to = message["first_sample"] + len(message["samples"])
+        await ws.send_json(message)
+
+
+async def _refuse(ws: web.WebSocketResponse, code: str, message: str) -> web.WebSocketResponse:
+    await ws.send_json({"type": "error", "code": code, "message": message})
+    await ws.close(code=1008)
+    return ws
+
+
 async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[INGEST] = Ingest()
     yield
@@ -167,4 +236,5 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/ecg/streams/{id}", get_stream)
     app.router.add_get("/api/ecg/streams/{id}/samples", get_samples)
     app.router.add_get("/ecg/ingest/{id}", ingest)
+    app.router.add_get("/ecg/follow/{id}", follow)
     app.cleanup_ctx.append(_ingest_ctx)

@@ -62,7 +62,7 @@ def create(conn: sqlite3.Connection, caller: Caller, patient_id: str,
     """A new stream for a patient the caller may see, optionally attached to their consult."""
     patient = accounts.get_patient(conn, patient_id)
     caller.require("patient.read", patient, f"patient:{patient_id}", patient_id,
-                   patient_ties(conn, patient_id))
+                   patient_ties(conn, patient_id), attempted="ecg.create")
     stream_id = str(uuid.uuid4())
     if consult_id is not None:
         consult = consult_store.get(conn, consult_id)
@@ -84,9 +84,13 @@ def open_for(conn: sqlite3.Connection, caller: Caller, stream_id: str, action: s
     row = fetch_one(conn, "ecg_streams", stream_id, "ECG stream")
     patient = accounts.get_patient(conn, row["patient_id"])
     caller.require("patient.read", patient, f"ecg:{stream_id}", row["patient_id"],
-                   patient_ties(conn, row["patient_id"]))
+                   patient_ties(conn, row["patient_id"]), attempted=action)
     caller.audit(conn, action, f"ecg:{stream_id}", row["patient_id"])
     return StreamInfo.from_row(row)
+
+
+def progress(conn: sqlite3.Connection, stream_id: str) -> StreamInfo:
+    return StreamInfo.from_row(fetch_one(conn, "ecg_streams", stream_id, "ECG stream"))
 
 
 def record_progress(conn: sqlite3.Connection, stream_id: str, fmt: StreamFormat, next_seq: int,

@@ -63,6 +63,12 @@ def _from_exception(request: web.Request, exc: Exception) -> web.Response:
     raise exc
 
 
+async def audit_refusal(request: web.Request, exc: Forbidden) -> None:
+    """A refused access to patient data is recorded too, after its transaction rolled back."""
+    if isinstance(exc.audit_event, audit.AuditEvent):
+        await request.app[DATABASE].write(audit.append, exc.audit_event)
+
+
 @web.middleware
 async def problem_middleware(request: web.Request,
                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,8 +83,7 @@ async def problem_middleware(request: web.Request,
                                 headers={k: v for k, v in exc.headers.items()
                                          if k.lower() in ("allow", "www-authenticate")})
     except Forbidden as exc:
-        if isinstance(exc.audit_event, audit.AuditEvent):
-            await request.app[DATABASE].write(audit.append, exc.audit_event)
+        await audit_refusal(request, exc)
         return _from_exception(request, exc)
     except (ProblemError, TokenError, NotFound, TransitionError, Conflict, InvalidRequest) as exc:
         return _from_exception(request, exc)

@@ -24,7 +24,15 @@ def bearer_claims(request: web.Request, scope: str) -> Claims:
 
 async def authenticated(request: web.Request) -> Caller:
     """The calling staff member; suspended institutions and disabled accounts stop here."""
-    claims = bearer_claims(request, "api")
+    return await caller_for(request, bearer_claims(request, "api"))
+
+
+async def caller_for_token(request: web.Request, token: str) -> Caller:
+    """For WebSockets from browsers, which cannot send headers: the token comes in a message."""
+    return await caller_for(request, request.app[TOKENS].decode(token, "api"))
+
+
+async def caller_for(request: web.Request, claims: Claims) -> Caller:
     actor = await request.app[DATABASE].read(accounts.load_actor, claims.subject)
     if actor is None:
         raise TokenError("the token's account no longer exists")

@@ -167,3 +167,53 @@ async def test_ended_stream_refuses_more_ingest(world, mitdb_minute):
                      speed=100.0).run(session)
     response = await world.client.get(f"/ecg/ingest/{stream_id}", headers=world.auth("clinician"))
     assert response.status == 409
+
+
+async def _follower(world, stream_id: str, **message):
+    ws = await world.client.ws_connect(f"/ecg/follow/{stream_id}")
+    await ws.send_json({"type": "follow", **message})
+    return ws
+
+
+async def test_expert_follows_a_live_stream_with_backlog(world, mitdb_minute):
+    consult = await world.request_consult()
+    url, token = base_url(world), world.tokens["clinician"]
+    async with aiohttp.ClientSession() as session:
+        stream_id = await create_stream(session, url, token, world.patient, consult["id"])
+        sender = Sender(url, token, mitdb_minute, stream_id, speed=20.0)
+        task = asyncio.create_task(sender.run(session))
+        await asyncio.sleep(0.8)
+        follower = await _follower(world, stream_id, token=world.tokens["cardiologist"], seconds=5)
+        first = await follower.receive_json(timeout=5)
+        assert first["type"] == "stream" and first["leads"] == ["MLII", "V5"]
+        received: dict[int, list] = {}
+        while True:
+            message = await follower.receive_json(timeout=10)
+            assert message["type"] == "samples"
+            received[message["first_sample"]] = message["samples"]
+            if message["complete"]:
+                break
+        await task
+        await follower.close()
+    starts = sorted(received)
+    assert starts[0] > 0, "an expert joining late gets a backlog, not the whole record"
+    joined = np.concatenate([np.asarray(received[s], dtype=np.int16) for s in starts])
+    assert starts[0] + len(joined) == len(mitdb_minute.samples)
+    assert np.array_equal(joined, mitdb_minute.samples[starts[0]:])
+
+
+async def test_following_needs_a_valid_token_and_access(world):
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient}, expect=201)
+    for message, code in (({"token": world.tokens["radiologist"]}, "forbidden"),
+                          ({"token": "forged"}, "unauthorized"),
+                          ({"tokn": "x"}, "bad_message")):
+        ws = await _follower(world, created["id"], **message)
+        reply = await ws.receive_json(timeout=5)
+        assert (reply["type"], reply["code"]) == ("error", code)
+        await ws.close()
+    ws = await _follower(world, "nope", token=world.tokens["clinician"])
+    assert (await ws.receive_json(timeout=5))["code"] == "not_found"
+    entries = (await world.call("GET", "/api/audit", "admin", expect=200))["entries"]
+    assert ("radiologist", "ecg.follow", "denied") in [
+        (e["actor"], e["action"], e["outcome"]) for e in entries]
