@@ -20,6 +20,8 @@ fi
 if [ "${1:-}" = "--test" ]; then
     missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v ping >/dev/null || missing+=(iputils-ping)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         apt-get update -qq
