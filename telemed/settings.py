@@ -23,6 +23,7 @@ class Settings:
     data_dir: Path = Path("var")
     redis_url: str | None = None
     max_body_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 2 * 1024**3
     token_ttl_seconds: int = 8 * 3600
     join_link_ttl_seconds: int = 3600
     secret_key: str | None = None

@@ -1,0 +1,304 @@
+"""STOW-RS, QIDO-RS and WADO-RS on the real files in ../shared/data/dicom: what goes in comes
+back byte for byte, searches find it, and bad uploads are refused whole, leaving nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from aiohttp import MultipartReader, MultipartWriter, hdrs
+from pydicom.filereader import data_element_generator
+
+from telemed.store import accounts
+from telemed.store.database import connect
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+class Buffer:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    async def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+
+async def multipart(blobs: list[bytes], part_type: str = "application/dicom") -> tuple[bytes, dict]:
+    writer = MultipartWriter("related")
+    for blob in blobs:
+        writer.append(blob, {hdrs.CONTENT_TYPE: part_type})
+    buffer = Buffer()
+    await writer.write(buffer)
+    return bytes(buffer.data), {hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; '
+                                                   f"boundary={writer.boundary}"}
+
+
+async def parts(response) -> list[bytes]:
+    reader = MultipartReader.from_response(response)
+    found = []
+    while (part := await reader.next()) is not None:
+        found.append(bytes(await part.read(decode=False)))
+    return found
+
+
+@pytest.fixture
+def files(shared_data) -> list[Path]:
+    return sorted((shared_data / "dicom").glob("*/*.dcm"))
+
+
+@pytest.fixture
+def archive_world(world, files):
+    """Every DICOM Patient ID in the data registered as a patient of the township."""
+    conn = connect(world.data_dir / "telemed.sqlite3")
+    for path in files:
+        patient_id = pydicom.dcmread(path, stop_before_pixels=True).get("PatientID") or "ANON-1"
+        try:
+            accounts.get_patient(conn, patient_id)
+        except LookupError:
+            accounts.create_patient(conn, {"id": patient_id, "name": patient_id, "sex": "U",
+                                           "home_institution_id": world.institutions["township"]})
+    conn.close()
+    return world
+
+
+async def stow(world, blobs, who="clinician", query="", part_type="application/dicom"):
+    body, headers = await multipart(blobs, part_type)
+    response = await world.client.post(f"/dicomweb/studies{query}", data=body,
+                                       headers={**headers, **world.auth(who)})
+    return response.status, await response.json(content_type=None)
+
+
+def stored_count(world) -> tuple[int, int]:
+    with world.db() as conn:
+        rows = conn.execute("SELECT COUNT(*) FROM dicom_instances").fetchone()[0]
+    files = [p for p in (world.data_dir / "dicom").rglob("*.dcm")
+             if "incoming" not in p.parts] if (world.data_dir / "dicom").exists() else []
+    return rows, len(files)
+
+
+def uid_of(path: Path) -> tuple[str, str, str]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+
+async def test_every_file_round_trips_byte_exact(archive_world, files):
+    world = archive_world
+    named = [p for p in files if pydicom.dcmread(p, stop_before_pixels=True).get("PatientID")]
+    anonymous = [p for p in files if p not in named]
+    status, body = await stow(world, [p.read_bytes() for p in named])
+    assert status == 200, body
+    assert len(body["00081199"]["Value"]) == len(named) and "00081198" not in body
+    status, body = await stow(world, [p.read_bytes() for p in anonymous], query="?patient=ANON-1")
+    assert status == 200, body
+    assert stored_count(world) == (len(files), len(files))
+    for path in files:
+        study, series, sop = uid_of(path)
+        response = await world.client.get(
+            f"/dicomweb/studies/{study}/series/{series}/instances/{sop}",
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
+                     **world.auth("clinician")})
+        assert response.status == 200, path.name
+        (blob,) = await parts(response)
+        assert hashlib.sha256(blob).digest() == hashlib.sha256(path.read_bytes()).digest(), path.name
+    again, body = await stow(world, [files[0].read_bytes()])
+    assert again == 200, "re-sending identical bytes is accepted without a second copy"
+    assert stored_count(world) == (len(files), len(files))
+
+
+async def test_qido_finds_what_was_stored(archive_world, files):
+    world = archive_world
+    ct = [p for p in files if p.parent.name == "ct-head-ge"]
+    await stow(world, [p.read_bytes() for p in ct])
+    await stow(world, [next(p for p in files if p.name == "MR2_UNCR.dcm").read_bytes()])
+    auth = world.auth("clinician")
+    studies = await (await world.client.get("/dicomweb/studies?PatientID=QMNx85rKkkg",
+                                            headers=auth)).json(content_type=None)
+    assert len(studies) == 1
+    study = studies[0]
+    assert study["00201208"]["Value"] == [28] and study["00080061"]["Value"] == ["CT"]
+    study_uid = study["0020000D"]["Value"][0]
+    mr = await (await world.client.get("/dicomweb/studies?ModalitiesInStudy=MR",
+                                       headers=auth)).json(content_type=None)
+    date = mr[0]["00080020"]["Value"][0]
+    for query, expected in ((f"StudyDate={date}", 1), (f"StudyDate={date}-", 1),
+                            ("StudyDate=-19000101", 0), ("ModalitiesInStudy=CT", 1),
+                            ("ModalitiesInStudy=MR", 1), ("PatientID=QMN*", 1),
+                            (f"0020000D={study_uid}", 1), ("PatientID=nobody", 0)):
+        response = await world.client.get(f"/dicomweb/studies?{query}", headers=auth)
+        assert len(await response.json(content_type=None)) == expected, query
+    series = await (await world.client.get(f"/dicomweb/studies/{study_uid}/series",
+                                           headers=auth)).json(content_type=None)
+    assert len(series) == 1 and series[0]["00201209"]["Value"] == [28]
+    series_uid = series[0]["0020000E"]["Value"][0]
+    instances = await (await world.client.get(
+        f"/dicomweb/studies/{study_uid}/series/{series_uid}/instances?limit=5&offset=25",
+        headers=auth)).json(content_type=None)
+    assert len(instances) == 3
+    response = await world.client.get("/dicomweb/studies?Colour=blue", headers=auth)
+    assert response.status == 400
+    response = await world.client.get("/dicomweb/studies?SOPInstanceUID=1.2", headers=auth)
+    assert response.status == 400
+
+
+async def test_wado_negotiates_transfer_syntax_and_serves_metadata_and_frames(archive_world, files):
+    world = archive_world
+    by_name = {p.name: p for p in files}
+    await stow(world, [by_name[n].read_bytes() for n in ("01.dcm", "RG3_J2KR.dcm",
+                                                         "eCT_Supplemental.dcm")])
+    auth = world.auth("clinician")
+    study, series, sop = uid_of(by_name["01.dcm"])
+    url = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+    default = await world.client.get(url, headers=auth)
+    assert default.status == 200 and f"transfer-syntax={EXPLICIT_LE}" in default.headers[
+        "Content-Type"]
+    j2k = "/dicomweb/studies/{}/series/{}/instances/{}".format(*uid_of(by_name["RG3_J2KR.dcm"]))
+    refused = await world.client.get(j2k, headers=auth)
+    assert refused.status == 406
+    assert "transfer-syntax=*" in (await refused.json(content_type=None))["detail"]
+    metadata = await (await world.client.get(url + "/metadata", headers=auth)).json(
+        content_type=None)
+    assert metadata[0]["00080018"]["Value"] == [sop]
+    assert metadata[0]["7FE00010"]["BulkDataURI"].endswith("/bulkdata/7FE00010")
+    original = pydicom.dcmread(by_name["01.dcm"])
+    frame = await world.client.get(url + "/frames/1", headers=auth)
+    (raw,) = await parts(frame)
+    assert raw == original.PixelData
+    assert (await world.client.get(url + "/frames/2", headers=auth)).status == 404
+    multi = "/dicomweb/studies/{}/series/{}/instances/{}".format(
+        *uid_of(by_name["eCT_Supplemental.dcm"]))
+    both = await parts(await world.client.get(multi + "/frames/1,2", headers=auth))
+    enhanced = pydicom.dcmread(by_name["eCT_Supplemental.dcm"])
+    assert b"".join(both) == enhanced.PixelData[:len(b"".join(both))] and len(both) == 2
+    compressed = await world.client.get(j2k + "/frames/1", headers={
+        "Accept": 'multipart/related; type="image/jp2"; transfer-syntax=*', **auth})
+    assert compressed.status == 200
+    (codestream,) = await parts(compressed)
+    assert codestream.startswith(b"\xff\x4f\xff\x51")
+
+
+async def test_non_image_objects_are_stored_and_indexed_not_rendered(archive_world, shared_data):
+    world = archive_world
+    ecg = shared_data / "ecg" / "dicom" / "waveform_ecg.dcm"
+    conn = connect(world.data_dir / "telemed.sqlite3")
+    accounts.create_patient(conn, {"id": "642341", "name": "ECG", "sex": "U",
+                                   "home_institution_id": world.institutions["township"]})
+    conn.close()
+    status, _ = await stow(world, [ecg.read_bytes()])
+    assert status == 200
+    study, series, sop = uid_of(ecg)
+    found = await (await world.client.get("/dicomweb/studies?ModalitiesInStudy=ECG",
+                                          headers=world.auth("clinician"))).json(content_type=None)
+    assert len(found) == 1
+    response = await world.client.get(
+        f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/1",
+        headers=world.auth("clinician"))
+    assert response.status == 404
+
+
+@pytest.mark.parametrize("cut", [132, 400, 1000, 5000, 0.5, -1])
+async def test_truncated_files_are_refused_and_nothing_is_kept(archive_world, files, cut):
+    world = archive_world
+    for path in (files[0], next(p for p in files if p.name == "RG3_J2KR.dcm")):
+        blob = path.read_bytes()
+        end = int(len(blob) * cut) if isinstance(cut, float) else cut
+        status, body = await stow(world, [blob[:end]])
+        assert status == 409, (path.name, end, body)
+        assert body["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+    assert stored_count(world) == (0, 0)
+
+
+async def test_every_element_boundary_cut_is_refused(archive_world, files):
+    """pydicom reads a file cut between two elements without complaint; the archive does not."""
+    world = archive_world
+    blob = files[0].read_bytes()
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    stream = io.BytesIO(blob)
+    stream.seek(132 + 12 + ds.file_meta.FileMetaInformationGroupLength)
+    boundaries = []
+    for _ in data_element_generator(stream, False, True, defer_size=1):
+        boundaries.append(stream.tell())
+    bodies = [blob[:b] for b in boundaries[:-1]]
+    status, body = await stow(world, bodies)
+    assert status == 409 and len(body["00081198"]["Value"]) == len(bodies)
+    assert stored_count(world) == (0, 0)
+
+
+@pytest.mark.parametrize("blob", [b"not dicom at all", b"\x89PNG\r\n\x1a\n" + bytes(300),
+                                  bytes(128) + b"DICM" + bytes(20)])
+async def test_non_dicom_bytes_are_refused(archive_world, blob):
+    status, body = await stow(archive_world, [blob])
+    assert status == 409
+    assert stored_count(archive_world) == (0, 0)
+
+
+async def test_mixed_upload_keeps_only_the_good_instances(archive_world, files):
+    status, body = await stow(archive_world, [files[0].read_bytes(), b"garbage",
+                                              files[1].read_bytes()[:9000]])
+    assert status == 202
+    assert len(body["00081199"]["Value"]) == 1 and len(body["00081198"]["Value"]) == 2
+    assert stored_count(archive_world) == (1, 1)
+
+
+async def test_malformed_multipart_and_media_types(archive_world, files):
+    world = archive_world
+    body, headers = await multipart([files[0].read_bytes()])
+    wrong = {hdrs.CONTENT_TYPE: 'multipart/related; type="application/dicom"; boundary=nope'}
+    response = await world.client.post("/dicomweb/studies", data=body,
+                                       headers={**wrong, **world.auth("clinician")})
+    assert response.status == 400
+    assert (await response.json(content_type=None))["title"] == "Bad Request"
+    response = await world.client.post("/dicomweb/studies", data=b"x",
+                                       headers={hdrs.CONTENT_TYPE: "text/plain",
+                                                **world.auth("clinician")})
+    assert response.status == 415
+    status, _ = await stow(world, [files[0].read_bytes()], part_type="text/plain")
+    assert status == 415
+    assert stored_count(world) == (0, 0)
+
+
+async def test_access_follows_patient_permissions(archive_world, files):
+    world = archive_world
+    status, body = await stow(world, [files[0].read_bytes()], who="other_clinician")
+    assert status == 409 and body["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
+    assert stored_count(world) == (0, 0)
+    await stow(world, [files[0].read_bytes()])
+    study, series, sop = uid_of(files[0])
+    for who in ("other_clinician", "cardiologist"):
+        found = await (await world.client.get("/dicomweb/studies",
+                                              headers=world.auth(who))).json(content_type=None)
+        assert found == []
+        response = await world.client.get(f"/dicomweb/studies/{study}", headers=world.auth(who))
+        assert response.status == 404
+    response = await world.client.get("/dicomweb/studies")
+    assert response.status == 401
+    entries = (await world.call("GET", "/api/audit", "admin", expect=200))["entries"]
+    assert ("other_clinician", "dicom.store", "denied") in [
+        (e["actor"], e["action"], e["outcome"]) for e in entries]
+
+
+async def test_unknown_uids_are_404(archive_world):
+    auth = archive_world.auth("clinician")
+    for path in ("/dicomweb/studies/1.2.3", "/dicomweb/studies/1.2.3/series/4.5",
+                 "/dicomweb/studies/1.2.3/series/4.5/instances/6.7/metadata",
+                 "/dicomweb/studies/1.2.3/series/4.5/instances/6.7/frames/1"):
+        response = await archive_world.client.get(path, headers=auth)
+        assert response.status == 404, path
+
+
+async def test_upload_links_study_to_consult_and_names_patient(archive_world, files):
+    world = archive_world
+    ct = files[0]
+    patient = pydicom.dcmread(ct, stop_before_pixels=True).PatientID
+    consult = await world.request_consult(patient_id=patient, specialty="radiology")
+    status, _ = await stow(world, [ct.read_bytes()], query=f"?consult={consult['id']}")
+    assert status == 200
+    refreshed = await world.call("GET", f"/api/consults/{consult['id']}", "clinician", expect=200)
+    assert [(a["kind"], a["ref"]) for a in refreshed["attachments"]] == [("study", uid_of(ct)[0])]
+    found = await (await world.client.get("/dicomweb/studies",
+                                          headers=world.auth("radiologist"))).json(content_type=None)
+    assert len(found) == 1, "the radiologist offered the consult sees its study"
+    status, body = await stow(world, [files[1].read_bytes()], query="?patient=P-1")
+    assert status == 409, "a Patient ID in the file that differs from the one named is refused"
