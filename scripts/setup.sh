@@ -22,6 +22,7 @@ if [ "${1:-}" = "--test" ]; then
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v ip >/dev/null || missing+=(iproute2)
     command -v ping >/dev/null || missing+=(iputils-ping)
+    command -v storescu >/dev/null || missing+=(dcmtk)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         apt-get update -qq

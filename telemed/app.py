@@ -11,6 +11,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 import diagnosis.dicom.dicomweb
+import diagnosis.dicom.scp
 import diagnosis.ecg.routes
 import signaling.routes
 from telemed.api import accounts, audit, consults, health, referrals
@@ -63,6 +64,6 @@ def create_app(settings: Settings) -> web.Application:
     app[TOKENS] = TokenService(load_or_create_secret(settings), settings.token_ttl_seconds)
     app.cleanup_ctx.extend([_database, _bus])
     for routes in (health, accounts, consults, referrals, audit, signaling.routes,
-                   diagnosis.ecg.routes, diagnosis.dicom.dicomweb):
+                   diagnosis.ecg.routes, diagnosis.dicom.dicomweb, diagnosis.dicom.scp):
         routes.setup(app)
     return app

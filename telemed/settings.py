@@ -29,6 +29,9 @@ class Settings:
     secret_key: str | None = None
     log_level: str = "INFO"
     ice_servers: tuple[str, ...] = field(default_factory=tuple)
+    dicom_port: int = 0
+    dicom_ae_title: str = "TELEMED"
+    dicom_account: str | None = None
 
     @property
     def database_path(self) -> Path:

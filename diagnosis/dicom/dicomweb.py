@@ -100,7 +100,7 @@ async def store(request: web.Request) -> web.Response:
                 failed.append((instance, FAILED_CANNOT_UNDERSTAND))
                 problems.append(str(exc))
             except Forbidden as exc:
-                await audit_refusal(request, exc)
+                await audit_refusal(request.app[DATABASE], exc)
                 failed.append((instance, FAILED_NOT_AUTHORIZED))
                 problems.append(exc.reason)
             except (NotFound, Conflict, InvalidRequest) as exc:

@@ -185,7 +185,7 @@ async def follow(request: web.Request) -> web.WebSocketResponse:
     except TokenError as exc:
         return await _refuse(ws, "unauthorized", str(exc))
     except Forbidden as exc:
-        await audit_refusal(request, exc)
+        await audit_refusal(request.app[DATABASE], exc)
         return await _refuse(ws, "forbidden", exc.reason)
     except NotFound as exc:
         return await _refuse(ws, "not_found", str(exc))

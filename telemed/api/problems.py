@@ -13,7 +13,7 @@ from telemed.api.context import DATABASE
 from telemed.auth import TokenError
 from telemed.caller import InvalidRequest
 from telemed.permissions import Forbidden
-from telemed.store import Conflict, NotFound
+from telemed.store import Conflict, Database, NotFound
 from telemed.workflow import TransitionError
 
 PROBLEM_TYPE = "application/problem+json"
@@ -63,10 +63,10 @@ def _from_exception(request: web.Request, exc: Exception) -> web.Response:
     raise exc
 
 
-async def audit_refusal(request: web.Request, exc: Forbidden) -> None:
+async def audit_refusal(database: Database, exc: Forbidden) -> None:
     """A refused access to patient data is recorded too, after its transaction rolled back."""
     if isinstance(exc.audit_event, audit.AuditEvent):
-        await request.app[DATABASE].write(audit.append, exc.audit_event)
+        await database.write(audit.append, exc.audit_event)
 
 
 @web.middleware
@@ -83,7 +83,7 @@ async def problem_middleware(request: web.Request,
                                 headers={k: v for k, v in exc.headers.items()
                                          if k.lower() in ("allow", "www-authenticate")})
     except Forbidden as exc:
-        await audit_refusal(request, exc)
+        await audit_refusal(request.app[DATABASE], exc)
         return _from_exception(request, exc)
     except (ProblemError, TokenError, NotFound, TransitionError, Conflict, InvalidRequest) as exc:
         return _from_exception(request, exc)
