@@ -20,7 +20,7 @@ from aiohttp import MultipartWriter, hdrs, web
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID
 
-from diagnosis.dicom import archive, qido
+from diagnosis.dicom import archive, qido, render
 from diagnosis.dicom.archive import DicomRejected
 from telemed.api.context import DATABASE, SETTINGS
 from telemed.api.problems import ProblemError, audit_refusal
@@ -236,6 +236,43 @@ async def frames(request: web.Request) -> web.Response:
         hdrs.CONTENT_TYPE: f'multipart/related; type="{media}"; boundary={writer.boundary}'})
 
 
+def _render(path: Path, frame: int, window: render.Window | None, size: int | None,
+            media: str) -> bytes:
+    ds = pydicom.dcmread(path)
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 1 <= frame <= count:
+        raise ProblemError(404, "Not Found", f"the instance has frames 1 to {count}")
+    try:
+        return render.render(ds, frame, window, size, media)
+    except (NotImplementedError, RuntimeError) as exc:
+        raise ProblemError(406, "Not Acceptable",
+                           f"this node cannot render {ds.file_meta.TransferSyntaxUID.name}: {exc}") from None
+
+
+async def rendered(request: web.Request) -> web.Response:
+    """WADO-RS rendered and thumbnail: PNG (default) or JPEG, window=centre,width."""
+    caller = await authenticated(request)
+    rows = await _instances(request, caller)
+    row = rows[0]
+    if not row["is_image"]:
+        raise ProblemError(404, "Not Found", "this instance is not an image")
+    media = "image/jpeg" if "image/jpeg" in request.headers.get("Accept", "") else "image/png"
+    window = None
+    if "window" in request.query:
+        try:
+            center, width = (float(v) for v in request.query["window"].split(",")[:2])
+        except ValueError:
+            raise ProblemError(400, "Bad Request", "window is centre,width (numbers)") from None
+        if width <= 0:
+            raise ProblemError(400, "Bad Request", "the window width must be positive")
+        window = render.Window(center, width)
+    size = 128 if request.match_info["view"] == "thumbnail" else None
+    frame = int(request.match_info.get("frame", "1"))
+    image = await asyncio.to_thread(_render, request.app[SETTINGS].data_dir / row["path"], frame,
+                                    window, size, media)
+    return web.Response(body=image, content_type=media)
+
+
 def _image_media_type(syntax: str) -> str:
     return {"1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
             "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
@@ -256,3 +293,5 @@ def setup(app: web.Application) -> None:
         app.router.add_get(path, retrieve)
         app.router.add_get(path + "/metadata", metadata)
     app.router.add_get(instance + "/frames/{frames}", frames)
+    app.router.add_get(instance + "/{view:rendered|thumbnail}", rendered)
+    app.router.add_get(instance + "/frames/{frame:[0-9]+}/{view:rendered|thumbnail}", rendered)

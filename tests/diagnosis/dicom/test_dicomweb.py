@@ -302,3 +302,46 @@ async def test_upload_links_study_to_consult_and_names_patient(archive_world, fi
     assert len(found) == 1, "the radiologist offered the consult sees its study"
     status, body = await stow(world, [files[1].read_bytes()], query="?patient=P-1")
     assert status == 409, "a Patient ID in the file that differs from the one named is refused"
+
+
+async def test_rendered_and_thumbnail_views(archive_world, files):
+    import imagecodecs
+    import numpy as np
+    from pydicom.pixels import apply_modality_lut
+    world = archive_world
+    by_name = {p.name: p for p in files}
+    await stow(world, [by_name[n].read_bytes() for n in ("01.dcm", "RG3_J2KR.dcm",
+                                                         "US1_UNCR.dcm", "eCT_Supplemental.dcm")])
+    await stow(world, [by_name["emri_small_jpeg_ls_lossless.dcm"].read_bytes()],
+               query="?patient=ANON-1")
+    auth = world.auth("clinician")
+
+    def url(name: str) -> str:
+        return "/dicomweb/studies/{}/series/{}/instances/{}".format(*uid_of(by_name[name]))
+
+    response = await world.client.get(url("01.dcm") + "/rendered?window=40,80", headers=auth)
+    assert response.status == 200 and response.content_type == "image/png"
+    image = imagecodecs.png_decode(await response.read())
+    ds = pydicom.dcmread(by_name["01.dcm"])
+    hu = apply_modality_lut(ds.pixel_array, ds)
+    expected = np.clip(np.round((hu - (40 - 0.5 - 79 / 2)) / 79 * 255), 0, 255).astype(np.uint8)
+    assert image.shape == (512, 512) and np.array_equal(image, expected)
+    thumb = await world.client.get(url("01.dcm") + "/thumbnail", headers=auth)
+    assert max(imagecodecs.png_decode(await thumb.read()).shape) <= 128
+    jpeg = await world.client.get(url("RG3_J2KR.dcm") + "/rendered",
+                                  headers={"Accept": "image/jpeg", **auth})
+    assert jpeg.status == 200 and (await jpeg.read())[:2] == b"\xff\xd8"
+    colour = imagecodecs.png_decode(await (await world.client.get(
+        url("US1_UNCR.dcm") + "/rendered", headers=auth)).read())
+    assert colour.shape == (480, 640, 3)
+    second = await world.client.get(url("eCT_Supplemental.dcm") + "/frames/2/rendered",
+                                    headers=auth)
+    assert second.status == 200
+    assert (await world.client.get(url("eCT_Supplemental.dcm") + "/frames/3/rendered",
+                                   headers=auth)).status == 404
+    for bad in ("window=abc", "window=40,0"):
+        assert (await world.client.get(url("01.dcm") + f"/rendered?{bad}",
+                                       headers=auth)).status == 400
+    unsupported = await world.client.get(url("emri_small_jpeg_ls_lossless.dcm") + "/rendered",
+                                         headers=auth)
+    assert unsupported.status == 406
