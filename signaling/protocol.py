@@ -126,6 +126,19 @@ class Annotate(ClientMessage):
 
 
 @dataclass(frozen=True)
+class ShareView(ClientMessage):
+    """Reading images together: the series, slice, window/level and pointer everyone follows.
+    Sent again on every scroll or window change; `series` null stops sharing."""
+    type: ClassVar[str] = "share_view"
+    series: str | None = None
+    slice: int | None = None
+    window_center: float | None = None
+    window_width: float | None = None
+    pointer_x: float | None = None
+    pointer_y: float | None = None
+
+
+@dataclass(frozen=True)
 class Admit(ClientMessage):
     type: ClassVar[str] = "admit"
     participant_id: str
@@ -174,12 +187,12 @@ class Ping(ClientMessage):
 
 MESSAGES: dict[str, type[ClientMessage]] = {
     cls.type: cls for cls in (Join, Offer, Answer, Candidate, Subscribe, Unsubscribe, Unpublish,
-                              Mute, Chat, Annotate, Admit, Remove, MuteParticipant, SetPresenter,
-                              Lock, Record, Leave, Ping)
+                              Mute, Chat, Annotate, ShareView, Admit, Remove, MuteParticipant,
+                              SetPresenter, Lock, Record, Leave, Ping)
 }
 CANDIDATE_TARGETS = ("publisher", "subscriber")
 MEDIA_KINDS = ("audio", "video")
-_SCALARS = {"str": str, "bool": bool, "int": int}
+_SCALARS = {"str": str, "bool": bool, "int": int, "float": (int, float)}
 
 
 def _bad(message: str) -> ProtocolError:
@@ -206,9 +219,9 @@ def _check_value(name: str, annotation: str, value: Any) -> Any:
             raise _bad(f"'{name}' is larger than {MAX_ANNOTATION_BYTES} bytes")
         return value
     kind = _SCALARS[base]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    if not isinstance(value, kind) or (base in ("int", "float") and isinstance(value, bool)):
         raise _bad(f"'{name}' must be {'a string' if kind is str else 'a ' + base}")
-    return value
+    return float(value) if base == "float" else value
 
 
 def _validate(message: ClientMessage) -> None:
@@ -221,6 +234,21 @@ def _validate(message: ClientMessage) -> None:
         raise _bad(f"'text' must be 1 to {MAX_CHAT_CHARS} characters")
     if isinstance(message, MuteParticipant) and message.kind not in MEDIA_KINDS:
         raise _bad("'kind' must be 'audio' or 'video'")
+    if isinstance(message, ShareView):
+        _validate_view(message)
+
+
+def _validate_view(view: ShareView) -> None:
+    if view.series is not None and not 0 < len(view.series) <= 64:
+        raise _bad("'series' must be a series instance UID")
+    if view.slice is not None and view.slice < 0:
+        raise _bad("'slice' must not be negative")
+    if view.window_width is not None and view.window_width <= 0:
+        raise _bad("'window_width' must be positive")
+    for name in ("pointer_x", "pointer_y"):
+        value = getattr(view, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise _bad(f"'{name}' is a fraction of the image, 0 to 1")
 
 
 def parse(frame: str | bytes) -> ClientMessage:

@@ -76,6 +76,7 @@ class Room:
         self.resume_grace = resume_grace
         self.participants: dict[str, Participant] = {}
         self.tracks: dict[str, Track] = {}
+        self.shared_view: dict[str, Any] | None = None
         self._notify = notify
 
     # -- delivery -----------------------------------------------------------------------------
@@ -91,7 +92,7 @@ class Room:
 
     def snapshot(self) -> dict[str, Any]:
         return {"room": self.id, "kind": self.kind, "locked": self.locked,
-                "recording": self.recording,
+                "recording": self.recording, "shared_view": self.shared_view,
                 "participants": [p.describe() for p in self.participants.values()
                                  if p.state != "waiting"],
                 "tracks": [t.describe() for t in self.tracks.values()]}
@@ -333,6 +334,14 @@ class Room:
         sender = self._member(participant_id)
         self._broadcast(event("annotation", participant_id=sender.id, payload=payload),
                         exclude=sender.id)
+
+    def share_view(self, participant_id: str, view: dict[str, Any]) -> None:
+        """Everyone's viewer follows the sharer's series, slice, window and pointer; the room
+        remembers it so late joiners open the same view. A view without a series ends sharing."""
+        sharer = self._member(participant_id)
+        self.shared_view = {**view, "participant_id": sharer.id} if view.get("series") else None
+        self._broadcast(event("view", participant_id=sharer.id, view=self.shared_view),
+                        exclude=sharer.id)
 
     def active_speaker(self, participant_id: str, level: float) -> None:
         if participant_id in self.participants:

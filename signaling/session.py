@@ -156,6 +156,8 @@ class Session:
             room.chat(me, message.text, at=now)
         elif isinstance(message, p.Annotate):
             room.annotate(me, message.payload)
+        elif isinstance(message, p.ShareView):
+            room.share_view(me, {k: v for k, v in p.as_dict(message).items() if k != "type"})
         elif isinstance(message, p.Admit):
             room.admit(me, message.participant_id)
         elif isinstance(message, p.Remove):

@@ -63,3 +63,15 @@ def test_oversized_frame_and_sdp():
 
 def test_mute_message_round_trip():
     assert parse('{"type": "mute", "track_id": "a", "muted": true}') == Mute("a", True)
+
+
+def test_share_view_is_validated():
+    from signaling.protocol import ShareView
+    view = parse('{"type": "share_view", "series": "1.2.3", "slice": 4, "window_center": 40,'
+                 ' "window_width": 80.5, "pointer_x": 0.5, "pointer_y": 1}')
+    assert view == ShareView("1.2.3", 4, 40.0, 80.5, 0.5, 1.0)
+    for bad in ('{"type": "share_view", "slice": -1}', '{"type": "share_view", "pointer_x": 2}',
+                '{"type": "share_view", "window_width": 0}', '{"type": "share_view", "slice": 1.5}',
+                '{"type": "share_view", "window_center": true}'):
+        with pytest.raises(ProtocolError):
+            parse(bad)

@@ -190,3 +190,19 @@ def test_only_owner_mutes_or_unpublishes_a_track(inbox):
     assert code_of(room.unpublish, b.id, track.id) is ErrorCode.FORBIDDEN
     room.mute(a.id, track.id, True)
     assert track.muted
+
+
+def test_shared_view_reaches_others_and_late_joiners(inbox):
+    room = Room("c1", "consult", inbox)
+    radiologist, _ = room.join(grant("radiologist"))
+    clinician, _ = room.join(grant("clinician"))
+    view = {"series": "1.2.840.1", "slice": 14, "window_center": 40.0, "window_width": 80.0,
+            "pointer_x": 0.31, "pointer_y": 0.62}
+    room.share_view(radiologist.id, view)
+    assert inbox.by_participant[clinician.id][-1] == {
+        "type": "view", "participant_id": radiologist.id,
+        "view": {**view, "participant_id": radiologist.id}}
+    assert "view" not in inbox.types(radiologist.id)
+    assert room.snapshot()["shared_view"]["slice"] == 14
+    room.share_view(radiologist.id, {"series": None})
+    assert room.shared_view is None and inbox.by_participant[clinician.id][-1]["view"] is None

@@ -182,3 +182,14 @@ async def test_room_closes_when_its_consult_is_reported(signaling):
     assert await host.closed() == 1000
     await asyncio.sleep(0.05)
     assert "consult-9" not in signaling.rooms.rooms
+
+
+async def test_reading_together_over_the_socket(signaling):
+    radiologist = await signaling.join("radiologist", host=True)
+    clinician = await signaling.join("clinician")
+    await radiologist.send(type="share_view", series="1.2.840.99", slice=7, window_center=40,
+                           window_width=80)
+    view = await clinician.next("view")
+    assert view["view"]["slice"] == 7 and view["view"]["window_width"] == 80.0
+    late = await signaling.join("student")
+    assert late.joined["shared_view"]["series"] == "1.2.840.99"
