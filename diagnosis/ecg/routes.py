@@ -16,7 +16,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from diagnosis.ecg import streams
-from diagnosis.ecg.frames import MAX_LEADS, MAX_SAMPLES_PER_FRAME, FrameError, decode
+from diagnosis.ecg.frames import MAX_LEADS, MAX_SAMPLES_PER_FRAME, Frame, FrameError, decode
 from diagnosis.ecg.ingest import Received, StreamError, StreamReceiver
 from telemed.api.body import Field, parse, validate
 from telemed.api.context import BUS, DATABASE, SETTINGS
@@ -38,18 +38,28 @@ SUPERSEDED = 4000
 
 @dataclass
 class LiveStream:
-    """One stream being received: its receiver, file and the one socket feeding it."""
+    """One stream being received: its receiver, file and the one socket feeding it. The lock
+    orders frames; `storing` holds the tasks that file them (see `_take`)."""
     receiver: StreamReceiver
     file: streams.SampleFile
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     socket: web.WebSocketResponse | None = None
+    storing: set[asyncio.Task] = field(default_factory=set)
 
 
 class Ingest:
-    """The streams this node is receiving; closes their files on shutdown."""
+    """The streams this node is receiving; finishes their stores and closes their files on
+    shutdown."""
 
     def __init__(self) -> None:
         self.live: dict[str, LiveStream] = {}
+
+    def discard(self, stream_id: str) -> None:
+        """Forget the in-memory state after a failed store; the next connection rebuilds it
+        from the database, which (with the file trimmed to it) is the truth."""
+        live = self.live.pop(stream_id, None)
+        if live is not None:
+            live.file.close()
 
     def open(self, info: streams.StreamInfo, data_dir) -> LiveStream:
         live = self.live.get(info.id)
@@ -61,8 +71,9 @@ class Ingest:
             self.live[info.id] = live
         return live
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for live in self.live.values():
+            await asyncio.gather(*live.storing, return_exceptions=True)
             live.file.close()
         self.live.clear()
 
@@ -127,6 +138,23 @@ async def _store(request: web.Request, live: LiveStream, result: Received) -> No
         "samples": samples.tolist(), "complete": receiver.complete})
 
 
+async def _take(request: web.Request, live: LiveStream, frame: Frame) -> Received:
+    """Accept one frame and store what it makes contiguous, holding the stream's lock
+    throughout. Runs as its own task so a dropped connection cannot cancel it half way (the
+    receiver would then be ahead of the disk and a frame acknowledged but never written)."""
+    async with live.lock:
+        result = live.receiver.accept(frame)
+        if result.ready:
+            try:
+                await _store(request, live, result)
+            except Exception:
+                log.exception("storing ECG stream %s failed", live.receiver.stream_id)
+                request.app[INGEST].discard(live.receiver.stream_id)
+                raise StreamError("storage_failed", "the server could not store the frame; "
+                                  "reconnect and resend from the last acknowledgement") from None
+        return result
+
+
 async def ingest(request: web.Request) -> web.WebSocketResponse:
     """Binary frames in; after each, an ack of the highest contiguous frame stored."""
     caller = await authenticated(request)
@@ -140,27 +168,31 @@ async def ingest(request: web.Request) -> web.WebSocketResponse:
     previous, live.socket = live.socket, ws
     if previous is not None and not previous.closed:
         await previous.close(code=SUPERSEDED, message=b"superseded by a new connection")
-    await ws.send_json({"type": "ready", "ack": live.receiver.ack,
-                        "missing": [list(r) for r in live.receiver.missing()]})
+    async with live.lock:
+        ready = {"type": "ready", "ack": live.receiver.ack,
+                 "missing": [list(r) for r in live.receiver.missing()]}
+    await ws.send_json(ready)
     async for message in ws:
         if message.type != WSMsgType.BINARY:
             await ws.send_json({"type": "error", "code": "bad_frame",
                                 "message": "send binary frames (docs/ecg-stream.md)"})
             continue
+        if live.socket is not ws:
+            break
         try:
             frame = decode(message.data)
-            async with live.lock:
-                if live.socket is not ws:
-                    break
-                result = live.receiver.accept(frame)
-                if result.ready:
-                    await _store(request, live, result)
+            task = asyncio.create_task(_take(request, live, frame))
+            live.storing.add(task)
+            task.add_done_callback(live.storing.discard)
+            result = await asyncio.shield(task)
         except FrameError as exc:
             await ws.send_json({"type": "error", "code": "bad_frame", "message": str(exc)})
             continue
         except StreamError as exc:
             await ws.send_json({"type": "error", "code": exc.code, "message": exc.message,
                                 "seq": frame.seq, "ack": live.receiver.ack})
+            if exc.code == "storage_failed":
+                break
             continue
         for rejected in result.rejected:
             await ws.send_json({"type": "error", "code": rejected.code, "message": rejected.message})
@@ -228,7 +260,7 @@ async def _refuse(ws: web.WebSocketResponse, code: str, message: str) -> web.Web
 async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[INGEST] = Ingest()
     yield
-    app[INGEST].close()
+    await app[INGEST].close()
 
 
 def setup(app: web.Application) -> None:

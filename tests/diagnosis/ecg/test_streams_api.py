@@ -217,3 +217,31 @@ async def test_following_needs_a_valid_token_and_access(world):
     entries = (await world.call("GET", "/api/audit", "admin", expect=200))["entries"]
     assert ("radiologist", "ecg.follow", "denied") in [
         (e["actor"], e["action"], e["outcome"]) for e in entries]
+
+
+async def test_a_failed_store_loses_nothing_after_reconnect(world, mitdb_minute, monkeypatch):
+    """A disk error once (injected) ends the connection; the stream is rebuilt from what was
+    really stored, and the sender's resend completes it exactly once."""
+    from diagnosis.ecg import streams
+    original = streams.SampleFile.append
+    failures = []
+
+    def flaky(self, frames):
+        if len(failures) == 0 and frames[0].seq == 10:
+            failures.append(frames[0].seq)
+            raise OSError("disk full (injected)")
+        return original(self, frames)
+
+    monkeypatch.setattr(streams.SampleFile, "append", flaky)
+    short = Recording(mitdb_minute.samples[:360 * 10], mitdb_minute.fs, mitdb_minute.leads,
+                      mitdb_minute.gain)
+    async with aiohttp.ClientSession() as session:
+        stream_id = await create_stream(session, base_url(world), world.tokens["clinician"],
+                                        world.patient)
+        report = await asyncio.wait_for(Sender(base_url(world), world.tokens["clinician"], short,
+                                               stream_id, speed=50.0).run(session), 30)
+    assert failures == [10] and report.connections >= 2
+    response = await world.client.get(f"/api/ecg/streams/{stream_id}/samples",
+                                      headers=world.auth("clinician"))
+    stored = np.frombuffer(await response.read(), dtype="<i2").reshape(-1, 2)
+    assert np.array_equal(stored, short.samples)
