@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import AsyncIterator
 
 from aiohttp import web
 
 from signaling.protocol import MAX_FRAME_BYTES
 from signaling.registry import RoomRegistry
-from signaling.session import CLOSE_GOING_AWAY, Session, SessionLimits
-from telemed.api.context import BUS, SETTINGS, TOKENS
+from signaling.session import Session, SessionLimits
+from telemed.api.context import BUS, SETTINGS, TOKENS, open_websocket
 
 ROOMS = web.AppKey("rooms", RoomRegistry)
-SOCKETS = web.AppKey("signaling_sockets", weakref.WeakSet)
 LIMITS = web.AppKey("signaling_limits", SessionLimits)
 
 
@@ -22,9 +20,8 @@ def ice_servers(urls: tuple[str, ...]) -> list[dict[str, object]]:
 
 
 async def signaling(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=MAX_FRAME_BYTES)
-    await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
+    ws = await open_websocket(request, web.WebSocketResponse(heartbeat=15.0,
+                                                             max_msg_size=MAX_FRAME_BYTES))
     session = Session(ws, request.match_info["room"], request.app[ROOMS], request.app[TOKENS],
                       ice_servers(request.app[SETTINGS].ice_servers), request.app[LIMITS])
     await session.run()
@@ -39,15 +36,7 @@ async def _rooms(app: web.Application) -> AsyncIterator[None]:
     await registry.close()
 
 
-async def _close_sockets(app: web.Application) -> None:
-    """Open WebSockets would hold shutdown for the whole grace time; say goodbye first."""
-    for ws in list(app[SOCKETS]):
-        await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
-
-
 def setup(app: web.Application) -> None:
-    app[SOCKETS] = weakref.WeakSet()
     app[LIMITS] = SessionLimits()
     app.router.add_get("/rtc/{room}", signaling)
     app.cleanup_ctx.append(_rooms)
-    app.on_shutdown.append(_close_sockets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import weakref
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -15,7 +16,8 @@ import diagnosis.dicom.scp
 import diagnosis.ecg.routes
 import signaling.routes
 from telemed.api import accounts, audit, consults, health, referrals
-from telemed.api.context import BUS, DATABASE, METRICS, SETTINGS, TOKENS
+from telemed.api.context import (BUS, DATABASE, METRICS, SETTINGS, TOKENS, WEBSOCKETS,
+                                 close_websockets)
 from telemed.api.problems import problem_middleware
 from telemed.auth import TokenService
 from telemed.bus import create_bus
@@ -62,6 +64,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[TOKENS] = TokenService(load_or_create_secret(settings), settings.token_ttl_seconds)
+    app[WEBSOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(close_websockets)
     app.cleanup_ctx.extend([_database, _bus])
     for routes in (health, accounts, consults, referrals, audit, signaling.routes,
                    diagnosis.ecg.routes, diagnosis.dicom.dicomweb, diagnosis.dicom.scp):

@@ -19,7 +19,7 @@ from diagnosis.ecg import streams
 from diagnosis.ecg.frames import MAX_LEADS, MAX_SAMPLES_PER_FRAME, Frame, FrameError, decode
 from diagnosis.ecg.ingest import Received, StreamError, StreamReceiver
 from telemed.api.body import Field, parse, validate
-from telemed.api.context import BUS, DATABASE, SETTINGS
+from telemed.api.context import BUS, DATABASE, SETTINGS, open_websocket
 from telemed.api.problems import ProblemError, audit_refusal
 from telemed.api.security import authenticated, caller_for_token
 from telemed.auth import TokenError
@@ -163,8 +163,8 @@ async def ingest(request: web.Request) -> web.WebSocketResponse:
     if info.state == "complete":
         raise ProblemError(409, "Conflict", "this stream has ended")
     live = request.app[INGEST].open(info, request.app[SETTINGS].data_dir)
-    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_FRAME_BYTES)
-    await ws.prepare(request)
+    ws = await open_websocket(request, web.WebSocketResponse(heartbeat=10.0,
+                                                             max_msg_size=MAX_FRAME_BYTES))
     previous, live.socket = live.socket, ws
     if previous is not None and not previous.closed:
         await previous.close(code=SUPERSEDED, message=b"superseded by a new connection")
@@ -203,8 +203,7 @@ async def ingest(request: web.Request) -> web.WebSocketResponse:
 async def follow(request: web.Request) -> web.WebSocketResponse:
     """An expert follows a stream live: recent history first, then samples as they arrive.
     The first message must be {"type": "follow", "token": ..., "seconds": optional backlog}."""
-    ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=4096)
-    await ws.prepare(request)
+    ws = await open_websocket(request, web.WebSocketResponse(heartbeat=15.0, max_msg_size=4096))
     try:
         asked = validate(await ws.receive_json(timeout=10), FOLLOW)
     except (asyncio.TimeoutError, TypeError, ValueError, ProblemError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,7 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from telemed.auth import Claims, Grants, TokenService
 
 
 TELEMED = [sys.executable, "-m", "telemed.cli"]
@@ -94,3 +98,43 @@ def test_serve_answers_health_metrics_and_demo_login(tmp_path, bus, request, unu
 def test_serve_refuses_a_bad_setting(tmp_path):
     result = run("serve", "--data", str(tmp_path), env={**os.environ, "TELEMED_PORT": "eighty"})
     assert result.returncode == 2 and "port" in result.stderr
+
+
+async def test_shutdown_with_open_sockets_is_prompt_and_clean(tmp_path, unused_tcp_port):
+    """Open WebSockets must not hold shutdown for the whole grace period (aiohttp #2200)."""
+    users = json.loads(run("demo", "--data", str(tmp_path)).stdout)["users"]
+    process, base = _serve(tmp_path, unused_tcp_port)
+    try:
+        secret = (tmp_path / "secret.key").read_text().strip()
+        room_token = TokenService(secret, 60).issue(Claims(
+            "u1", "room", "expert", "dr", None, Grants(rooms=("r1",), can_subscribe=True)))
+        clinician = next(u for u in users if u["role"] == "clinician")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base + "/api/login", json={
+                    "username": clinician["username"], "password": clinician["password"]}) as r:
+                api_token = (await r.json())["token"]
+            signaling = await session.ws_connect(base + "/rtc/r1")
+            await signaling.send_json({"type": "join", "token": room_token})
+            assert (await signaling.receive_json(timeout=5))["type"] == "joined"
+            headers = {"Authorization": f"Bearer {api_token}"}
+            async with session.post(base + "/api/ecg/streams", headers=headers,
+                                    json={"patient_id": "DEMO-0001"}) as r:
+                stream_id = (await r.json())["id"]
+            follower = await session.ws_connect(base + f"/ecg/follow/{stream_id}")
+            await follower.send_json({"type": "follow", "token": api_token})
+            assert (await follower.receive_json(timeout=5))["type"] == "stream"
+            ingest = await session.ws_connect(base + f"/ecg/ingest/{stream_id}", headers=headers)
+            assert (await ingest.receive_json(timeout=5))["type"] == "ready"
+            started = time.monotonic()
+            process.terminate()
+            for ws in (signaling, ingest):
+                closing = await ws.receive(timeout=10)
+                while closing.type == aiohttp.WSMsgType.TEXT:
+                    closing = await ws.receive(timeout=10)
+                assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001
+            await asyncio.to_thread(process.wait, 15)
+            assert time.monotonic() - started < 5
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
