@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import logging
@@ -98,6 +99,37 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_ecg_send(args: argparse.Namespace) -> int:
+    """Replay a recording as an ambulance monitor would, through link drops."""
+    import aiohttp
+    from diagnosis.ecg.sender import Sender, create_stream, load_wfdb
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        recording = load_wfdb(args.path)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {args.path}: {exc}", file=sys.stderr)
+        return 2
+
+    async def send() -> dict:
+        async with aiohttp.ClientSession() as session:
+            stream_id = args.stream or await create_stream(session, args.url, args.token,
+                                                           args.patient, args.consult)
+            report = await Sender(args.url, args.token, recording, stream_id,
+                                  speed=args.speed).run(session)
+            return vars(report)
+
+    if not args.stream and not args.patient:
+        print("error: name the patient (--patient) or an existing stream (--stream)", file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(asyncio.run(send()), indent=2))
+    except (RuntimeError, aiohttp.ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telemed", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -127,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--specialty", default=None)
     create.add_argument("--password", default=None, help="prompted for when omitted")
     create.set_defaults(run=cmd_user_create)
+
+    ecg = commands.add_parser("ecg", help="ECG tools").add_subparsers(dest="ecg_command",
+                                                                      required=True)
+    send = ecg.add_parser("send", help="stream a recording to a server in real time")
+    send.add_argument("path", type=Path, help="a WFDB record header (.hea)")
+    send.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
+    send.add_argument("--token", required=True, help="access token (POST /api/login)")
+    send.add_argument("--patient", help="patient ID; a new stream is created for it")
+    send.add_argument("--consult", help="attach the new stream to this consult")
+    send.add_argument("--stream", help="continue an existing stream instead")
+    send.add_argument("--speed", type=float, default=1.0, help="1.0 is real time")
+    send.set_defaults(run=cmd_ecg_send)
 
     audit_cmd = commands.add_parser("audit", help="audit trail tools").add_subparsers(
         dest="audit_command", required=True)

@@ -10,8 +10,11 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import aiohttp
 import numpy as np
+import wfdb
 
 from diagnosis.ecg.frames import Frame, encode
 
@@ -34,6 +37,16 @@ class SendReport:
     samples: int
     connections: int
     resent: int
+
+
+def load_wfdb(header: Path) -> Recording:
+    """A WFDB record's stored integers with their gains, for sending as recorded."""
+    record = wfdb.rdrecord(str(header.with_suffix("")), physical=False)
+    samples = record.d_signal
+    if samples.min() < -32768 or samples.max() > 32767:
+        raise ValueError("samples do not fit 16 bits")
+    return Recording(samples.astype(np.int16), float(record.fs), tuple(record.sig_name),
+                     tuple(float(g) for g in record.adc_gain))
 
 
 def split(recording: Recording, stream_id: uuid.UUID, frame_seconds: float) -> list[Frame]:

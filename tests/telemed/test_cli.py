@@ -138,3 +138,30 @@ async def test_shutdown_with_open_sockets_is_prompt_and_clean(tmp_path, unused_t
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_ecg_send_replays_a_record_into_a_server(tmp_path, unused_tcp_port, shared_data):
+    users = json.loads(run("demo", "--data", str(tmp_path)).stdout)["users"]
+    medic = next(u for u in users if u["role"] == "clinician")
+    process, base = _serve(tmp_path, unused_tcp_port)
+    try:
+        status, body = _get(base + "/api/login", json.dumps(
+            {"username": medic["username"], "password": medic["password"]}).encode())
+        token = json.loads(body)["token"]
+        record = shared_data / "ecg" / "cpsc2021"
+        header = sorted(record.glob("*.hea"))[0]
+        sent = run("ecg", "send", str(header), "--url", base, "--token", token,
+                   "--patient", "DEMO-0001", "--speed", "200")
+        assert sent.returncode == 0, sent.stderr
+        report = json.loads(sent.stdout)
+        request = urllib.request.Request(base + f"/api/ecg/streams/{report['stream_id']}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            info = json.loads(response.read())
+        assert info["state"] == "complete" and info["samples"] == report["samples"]
+        missing = run("ecg", "send", str(tmp_path / "nope.hea"), "--url", base, "--token", token,
+                      "--patient", "DEMO-0001")
+        assert missing.returncode == 2 and "cannot read" in missing.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
