@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import time
+from functools import partial
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -10,20 +15,34 @@ from signaling.protocol import MAX_FRAME_BYTES
 from signaling.registry import RoomRegistry
 from signaling.session import Session, SessionLimits
 from telemed.api.context import BUS, SETTINGS, TOKENS, open_websocket
+from telemed.settings import Settings
 
 ROOMS = web.AppKey("rooms", RoomRegistry)
 LIMITS = web.AppKey("signaling_limits", SessionLimits)
 
 
-def ice_servers(urls: tuple[str, ...]) -> list[dict[str, object]]:
-    return [{"urls": [url]} for url in urls]
+def ice_servers(settings: Settings, identity: str,
+                now: float | None = None) -> list[dict[str, object]]:
+    """STUN/TURN servers for one participant. With `turn_secret` set, TURN entries carry
+    time-limited credentials in coturn's use-auth-secret scheme (the TURN REST API draft):
+    username "expiry:identity", credential base64(HMAC-SHA1(secret, username))."""
+    expiry = int((time.time() if now is None else now) + settings.turn_credential_ttl_seconds)
+    servers: list[dict[str, object]] = []
+    for url in settings.ice_servers:
+        server: dict[str, object] = {"urls": [url]}
+        if url.startswith(("turn:", "turns:")) and settings.turn_secret:
+            username = f"{expiry}:{identity}"
+            digest = hmac.new(settings.turn_secret.encode(), username.encode(), hashlib.sha1)
+            server.update(username=username, credential=base64.b64encode(digest.digest()).decode())
+        servers.append(server)
+    return servers
 
 
 async def signaling(request: web.Request) -> web.WebSocketResponse:
     ws = await open_websocket(request, web.WebSocketResponse(heartbeat=15.0,
                                                              max_msg_size=MAX_FRAME_BYTES))
     session = Session(ws, request.match_info["room"], request.app[ROOMS], request.app[TOKENS],
-                      ice_servers(request.app[SETTINGS].ice_servers), request.app[LIMITS])
+                      partial(ice_servers, request.app[SETTINGS]), request.app[LIMITS])
     await session.run()
     return ws
 

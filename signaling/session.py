@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -38,7 +38,7 @@ class SessionLimits:
 
 class Session:
     def __init__(self, ws: web.WebSocketResponse, room_id: str, registry: RoomRegistry,
-                 tokens: TokenService, ice_servers: list[dict[str, Any]],
+                 tokens: TokenService, ice_servers: Callable[[str], list[dict[str, Any]]],
                  limits: SessionLimits = SessionLimits()) -> None:
         self.ws = ws
         self.room_id = room_id
@@ -220,5 +220,5 @@ class Session:
         self.room, self.participant = room, participant
         self.registry.attach(participant.id, self)
         self.send(event("joined", participant_id=participant.id, resume_token=participant.resume_token,
-                        state=participant.state, ice_servers=self.ice_servers,
+                        state=participant.state, ice_servers=self.ice_servers(claims.subject),
                         **(room.snapshot() if participant.state == "active" else {"room": room.id})))

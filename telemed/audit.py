@@ -81,6 +81,21 @@ def verify(conn: sqlite3.Connection) -> Verification:
     return Verification(True, count, expected_seq - 1, prev_hash)
 
 
+def check_head(conn: sqlite3.Connection, result: Verification, seq: int, digest: str) -> Verification:
+    """Compare with a head recorded earlier (seq:hash): the chain must still hold that entry
+    unchanged, which also catches entries cut off the end."""
+    if not result.ok:
+        return result
+    row = conn.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+    if row is None:
+        return Verification(False, result.entries, result.head_seq, result.head_hash, seq,
+                            f"entry {seq} recorded earlier is gone (the trail was cut short)")
+    if row["hash"] != digest:
+        return Verification(False, result.entries, result.head_seq, result.head_hash, seq,
+                            f"entry {seq} differs from the one recorded earlier")
+    return result
+
+
 def query(conn: sqlite3.Connection, *, patient_id: str | None = None, actor: str | None = None,
           after_seq: int = 0, limit: int = 100) -> list[dict]:
     clauses, params = ["seq > ?"], [after_seq]

@@ -93,6 +93,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     conn.row_factory = sqlite3.Row
     try:
         result = audit.verify(conn)
+        if args.head:
+            seq, _, digest = args.head.partition(":")
+            if not seq.isdigit() or len(digest) != 64:
+                print("error: --head is SEQ:HASH as printed by an earlier verify", file=sys.stderr)
+                return 2
+            result = audit.check_head(conn, result, int(seq), digest)
     finally:
         conn.close()
     print(json.dumps(result.as_dict(), indent=2))
@@ -175,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd = commands.add_parser("audit", help="audit trail tools").add_subparsers(
         dest="audit_command", required=True)
     verify = audit_cmd.add_parser("verify", parents=[common], help="check the audit hash chain")
+    verify.add_argument("--head", help="SEQ:HASH from an earlier verify, kept elsewhere; "
+                                       "detects entries cut off the end")
     verify.set_defaults(run=cmd_audit_verify)
     return parser
 

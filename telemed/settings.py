@@ -29,6 +29,8 @@ class Settings:
     secret_key: str | None = None
     log_level: str = "INFO"
     ice_servers: tuple[str, ...] = field(default_factory=tuple)
+    turn_secret: str | None = None
+    turn_credential_ttl_seconds: int = 6 * 3600
     dicom_port: int = 0
     dicom_ae_title: str = "TELEMED"
     dicom_account: str | None = None

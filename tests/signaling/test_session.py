@@ -193,3 +193,26 @@ async def test_reading_together_over_the_socket(signaling):
     assert view["view"]["slice"] == 7 and view["view"]["window_width"] == 80.0
     late = await signaling.join("student")
     assert late.joined["shared_view"]["series"] == "1.2.840.99"
+
+
+def test_turn_credentials_follow_coturn_rest_scheme():
+    import base64
+    import hashlib
+    import hmac
+
+    from signaling.routes import ice_servers
+    from telemed.settings import Settings
+    settings = Settings(ice_servers=("stun:stun.example.org:3478", "turn:turn.example.org:3478"),
+                        turn_secret="shared-with-coturn", turn_credential_ttl_seconds=600)
+    stun, turn = ice_servers(settings, "PA_1", now=1_000_000)
+    assert stun == {"urls": ["stun:stun.example.org:3478"]}
+    assert turn["username"] == "1000600:PA_1"
+    expected = hmac.new(b"shared-with-coturn", b"1000600:PA_1", hashlib.sha1).digest()
+    assert base64.b64decode(turn["credential"]) == expected
+    plain = ice_servers(Settings(ice_servers=("turn:t.example.org",)), "PA_1")
+    assert plain == [{"urls": ["turn:t.example.org"]}]
+
+
+async def test_joined_carries_no_ice_servers_unless_configured(signaling):
+    peer = await signaling.join("expert")
+    assert peer.joined["ice_servers"] == []

@@ -105,3 +105,27 @@ def test_cli_verify_without_database_is_an_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "telemed.cli", "audit", "verify", "--data",
                            str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no database" in proc.stderr
+
+
+def test_truncated_tail_is_caught_against_a_kept_head(tmp_path):
+    conn = connect(tmp_path / "telemed.sqlite3")
+    _fill(conn, 6)
+    head = audit.verify(conn)
+    anchor = f"{head.head_seq}:{head.head_hash}"
+    _tamper(conn, "DELETE FROM audit WHERE seq >= 5")
+    conn.commit()
+    assert audit.verify(conn).ok, "a cut-off tail leaves a valid chain on its own"
+    proc = subprocess.run([sys.executable, "-m", "telemed.cli", "audit", "verify", "--data",
+                           str(tmp_path), "--head", anchor], capture_output=True, text=True,
+                          timeout=60)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and report["first_bad_seq"] == 6 and "cut short" in report["problem"]
+    third = conn.execute("SELECT hash FROM audit WHERE seq = 3").fetchone()[0]
+    ok = subprocess.run([sys.executable, "-m", "telemed.cli", "audit", "verify", "--data",
+                         str(tmp_path), "--head", f"3:{third}"], capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0
+    bad = subprocess.run([sys.executable, "-m", "telemed.cli", "audit", "verify", "--data",
+                          str(tmp_path), "--head", "3:nothex"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2
