@@ -23,6 +23,7 @@ if [ "${1:-}" = "--test" ]; then
     command -v ip >/dev/null || missing+=(iproute2)
     command -v ping >/dev/null || missing+=(iputils-ping)
     command -v storescu >/dev/null || missing+=(dcmtk)
+    command -v chromium >/dev/null || missing+=(chromium)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         apt-get update -qq

@@ -57,6 +57,18 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     await bus.close()
 
 
+WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
+
+
+def _serve_client(app: web.Application) -> None:
+    """The browser client: static ES modules from web/, the page at /."""
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_ROOT / "index.html")
+
+    app.router.add_get("/", index)
+    app.router.add_static("/web/", WEB_ROOT)
+
+
 def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app = web.Application(client_max_size=settings.max_body_bytes,
@@ -70,4 +82,5 @@ def create_app(settings: Settings) -> web.Application:
     for routes in (health, accounts, consults, referrals, audit, signaling.routes,
                    diagnosis.ecg.routes, diagnosis.dicom.dicomweb, diagnosis.dicom.scp):
         routes.setup(app)
+    _serve_client(app)
     return app

@@ -100,6 +100,7 @@ class World:
     tokens: dict[str, str] = field(default_factory=dict)
     patient: str = "P-1"
     other_patient: str = "P-2"
+    password: str = PASSWORD
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
