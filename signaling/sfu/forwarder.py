@@ -1,0 +1,57 @@
+"""I/O-free rewriting of one source's RTP into one subscriber's stream (LiveKit
+`sfu/forwarder.go`): sequence numbers and timestamps move by fixed offsets from a random
+origin, so the subscriber sees a continuous stream of its own, reordered and retransmitted
+packets keep their order, and packets from before the subscription started are dropped (only
+while the stream is young: after `REORDER_WINDOW` packets the 16-bit comparison with the first
+packet would no longer mean "older")."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from aiortc.utils import uint16_add, uint16_gt, uint32_add
+
+REORDER_WINDOW = 4096
+
+
+@dataclass
+class RtpRewriter:
+    seq_origin: int = field(default_factory=lambda: random.randrange(1 << 15))
+    ts_origin: int = field(default_factory=lambda: random.randrange(1 << 32))
+    started: bool = False
+    _young: bool = True
+    _first_seq: int = 0
+    _seq_offset: int = 0
+    _ts_offset: int = 0
+
+    def rewrite(self, seq: int, ts: int) -> tuple[int, int] | None:
+        """The subscriber's (sequence number, timestamp), or None to drop the packet."""
+        if not self.started:
+            self.started = True
+            self._first_seq = seq
+            self._seq_offset = (self.seq_origin - seq) & 0xFFFF
+            self._ts_offset = (self.ts_origin - ts) & 0xFFFFFFFF
+        elif self._young:
+            if uint16_gt(self._first_seq, seq):
+                return None
+            self._young = (seq - self._first_seq) & 0xFFFF < REORDER_WINDOW
+        return uint16_add(seq, self._seq_offset), uint32_add(ts, self._ts_offset)
+
+
+@dataclass
+class PacketHistory:
+    """The last `size` packets sent to one subscriber, by its sequence number, for NACKs."""
+
+    size: int = 1024
+    _slots: list[tuple[int, object] | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = [None] * self.size
+
+    def put(self, seq: int, packet: object) -> None:
+        self._slots[seq & (self.size - 1)] = (seq, packet)
+
+    def get(self, seq: int) -> object | None:
+        slot = self._slots[seq & (self.size - 1)]
+        return slot[1] if slot is not None and slot[0] == seq else None
