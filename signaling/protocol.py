@@ -36,6 +36,7 @@ class ErrorCode(str, Enum):
     RATE_LIMITED = "rate_limited"
     RESUME_FAILED = "resume_failed"
     WAITING = "waiting"
+    INTERNAL = "internal_error"
 
 
 class ProtocolError(Exception):

@@ -1,7 +1,8 @@
 """The rooms of this node: made on first join, reaped when empty, closed when their consult ends.
 
-The registry owns two tasks (the reaper and the consult follower); `close()` cancels and awaits
-both, then closes every room so each participant is told.
+The registry owns two tasks (the reaper and the consult follower) and each room's media;
+`close()` cancels and awaits the tasks, then closes every room so each participant is told,
+and waits until every room's media connections are closed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import logging
 import time
 from typing import Any, Callable, Protocol
 
+from signaling.media import RoomMedia
 from signaling.room import RESUME_GRACE_SECONDS, Participant, Room
+from signaling.sfu import SfuConfig
 from telemed.bus import Bus
 
 log = logging.getLogger(__name__)
@@ -31,21 +34,34 @@ class Sink(Protocol):
 
 class RoomRegistry:
     def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 resume_grace: float = RESUME_GRACE_SECONDS, reap_interval: float = 1.0) -> None:
+                 resume_grace: float = RESUME_GRACE_SECONDS, reap_interval: float = 1.0,
+                 media_config: SfuConfig | None = None) -> None:
         self.rooms: dict[str, Room] = {}
+        self.media: dict[str, RoomMedia] = {}
         self.sinks: dict[str, Sink] = {}
         self.clock = clock
         self.resume_grace = resume_grace
         self.reap_interval = reap_interval
-        self.on_participant_gone: list[Callable[[Room, Participant], None]] = []
+        self.media_config = media_config or SfuConfig()
         self._tasks: list[asyncio.Task] = []
+        self._closing: set[asyncio.Task] = set()
 
     def room(self, room_id: str, kind: str) -> Room:
         room = self.rooms.get(room_id)
         if room is None:
             room = Room(room_id, kind, self.deliver, self.resume_grace)
             self.rooms[room_id] = room
+            self.media[room_id] = RoomMedia(room, self.media_config, self.deliver)
         return room
+
+    def _forget(self, room_id: str) -> None:
+        """The room is over: its media closes in a task the registry awaits on shutdown."""
+        self.rooms.pop(room_id, None)
+        media = self.media.pop(room_id, None)
+        if media is not None:
+            task = asyncio.create_task(media.close(), name=f"media-close-{room_id}")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def deliver(self, participant_id: str, message: dict[str, Any]) -> None:
         sink = self.sinks.get(participant_id)
@@ -64,17 +80,18 @@ class RoomRegistry:
         sink = self.sinks.pop(participant.id, None)
         if sink is not None:
             sink.end(code, reason)
-        for callback in self.on_participant_gone:
-            callback(room, participant)
         if room.empty:
-            self.rooms.pop(room.id, None)
+            self._forget(room.id)
+        elif room.id in self.media:
+            self.media[room.id].changed()
 
     def close_room(self, room_id: str, reason: str) -> None:
-        room = self.rooms.pop(room_id, None)
+        room = self.rooms.get(room_id)
         if room is None:
             return
         for participant in room.close():
             self.gone(room, participant, 1000, reason)
+        self._forget(room_id)
 
     def reap(self) -> None:
         now = self.clock()
@@ -82,7 +99,7 @@ class RoomRegistry:
             for participant in room.expire(now):
                 self.gone(room, participant, 1000, "seat expired")
             if room.empty:
-                self.rooms.pop(room.id, None)
+                self._forget(room.id)
 
     async def start(self, bus: Bus) -> None:
         subscription = await bus.subscribe(CONSULT_EVENTS)
@@ -98,6 +115,9 @@ class RoomRegistry:
                 await task
         for room_id in list(self.rooms):
             self.close_room(room_id, "server shutting down")
+        for room_id in list(self.media):
+            self._forget(room_id)
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _reap_forever(self) -> None:
         while True:

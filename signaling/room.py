@@ -23,10 +23,13 @@ class Track:
     participant_id: str
     kind: str
     muted: bool = False
+    mid: str | None = None
+    """The media section of the publisher's offer that carries it, so the publisher can tell
+    which of its own tracks this is."""
 
     def describe(self) -> dict[str, Any]:
         return {"track_id": self.id, "participant_id": self.participant_id, "kind": self.kind,
-                "muted": self.muted}
+                "muted": self.muted, "mid": self.mid}
 
 
 @dataclass(frozen=True)
@@ -229,13 +232,20 @@ class Room:
 
     # -- tracks -------------------------------------------------------------------------------
 
-    def publish(self, participant_id: str, kind: str) -> Track:
+    def publisher(self, participant_id: str) -> Participant:
+        """The participant, if it may publish now; else the reason why not."""
         publisher = self._member(participant_id)
         if not publisher.can_publish:
             reason = "only presenters publish in a ward round" if self.kind == "round" else \
                 "your token does not allow publishing"
             raise ProtocolError(ErrorCode.FORBIDDEN, reason)
-        track = Track(id=f"TR_{secrets.token_hex(6)}", participant_id=publisher.id, kind=kind)
+        return publisher
+
+    def publish(self, participant_id: str, kind: str, track_id: str | None = None,
+                mid: str | None = None) -> Track:
+        publisher = self.publisher(participant_id)
+        track = Track(id=track_id or f"TR_{secrets.token_hex(6)}", participant_id=publisher.id,
+                      kind=kind, mid=mid)
         self.tracks[track.id] = track
         self._broadcast(event("track_published", track=track.describe()))
         return track

@@ -14,6 +14,7 @@ from aiohttp import web
 from signaling.protocol import MAX_FRAME_BYTES
 from signaling.registry import RoomRegistry
 from signaling.session import Session, SessionLimits
+from signaling.sfu import IceConfig, SfuConfig
 from telemed.api.context import BUS, SETTINGS, TOKENS, open_websocket
 from telemed.settings import Settings
 
@@ -47,8 +48,13 @@ async def signaling(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+def media_config(settings: Settings) -> SfuConfig:
+    return SfuConfig(ice=IceConfig(addresses=settings.media_addresses),
+                     max_bitrate=settings.rtc_max_bitrate)
+
+
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
-    registry = RoomRegistry()
+    registry = RoomRegistry(media_config=media_config(app[SETTINGS]))
     app[ROOMS] = registry
     await registry.start(app[BUS])
     yield

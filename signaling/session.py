@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from signaling import protocol as p
 from signaling.protocol import ErrorCode, ProtocolError, event
 from signaling.ratelimit import TokenBucket
+from signaling.media import RoomMedia
 from signaling.registry import RoomRegistry
 from signaling.room import Grant, Participant, Room
 from telemed.auth import TokenError, TokenService
@@ -134,6 +135,10 @@ class Session:
                 await self._handle(p.parse(frame.data))
             except ProtocolError as exc:
                 self.send(exc.as_message())
+            except Exception:
+                log.exception("signaling message in room %s failed", self.room_id)
+                self.send(ProtocolError(ErrorCode.INTERNAL, "the server failed to handle this "
+                                        "message; the room is unchanged").as_message())
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -181,10 +186,21 @@ class Session:
         elif isinstance(message, p.Unsubscribe):
             removed = room.unsubscribe(me, message.track_ids)
             self.send(event("unsubscribed", track_ids=[s.track_id for s in removed]))
-        else:
-            raise ProtocolError(ErrorCode.OUT_OF_ORDER,
-                                f"{message.type!r} needs the media plane, which this node lacks",
-                                message.type)
+        elif isinstance(message, p.Offer):
+            await self._media.publisher_offer(me, message.sdp)
+        elif isinstance(message, p.Answer):
+            await self._media.subscriber_answer(me, message.sdp)
+        elif isinstance(message, p.Candidate):
+            await self._media.candidate(me, message.target, message.candidate, message.sdp_mid,
+                                        message.sdp_mline_index)
+        self._media.changed()
+
+    @property
+    def _media(self) -> RoomMedia:
+        media = self.registry.media.get(self.room_id)
+        if media is None:
+            raise ProtocolError(ErrorCode.ROOM_CLOSED, "this room is closed")
+        return media
 
     def _refuse(self, error: ProtocolError) -> None:
         """Say why, then close: an unauthenticated socket gets no second try."""
@@ -222,3 +238,5 @@ class Session:
         self.send(event("joined", participant_id=participant.id, resume_token=participant.resume_token,
                         state=participant.state, ice_servers=self.ice_servers(claims.subject),
                         **(room.snapshot() if participant.state == "active" else {"room": room.id})))
+        if message.resume:
+            self._media.resumed(participant.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ class Settings:
     ice_servers: tuple[str, ...] = field(default_factory=tuple)
     turn_secret: str | None = None
     turn_credential_ttl_seconds: int = 6 * 3600
+    rtc_addresses: tuple[str, ...] = field(default_factory=tuple)
+    """Local addresses the media server offers as ICE candidates (Janus ice_enforce_list)."""
+    rtc_max_bitrate: int = 2_500_000
     dicom_port: int = 0
     dicom_ae_title: str = "TELEMED"
     dicom_account: str | None = None
@@ -42,6 +46,18 @@ class Settings:
     @property
     def secret_key_path(self) -> Path:
         return self.data_dir / "secret.key"
+
+    @property
+    def media_addresses(self) -> tuple[str, ...]:
+        """`rtc_addresses`, else the listening address when it names one interface (so the
+        embedded default on 127.0.0.1 keeps media on loopback too), else every interface."""
+        if self.rtc_addresses:
+            return self.rtc_addresses
+        try:
+            address = ipaddress.ip_address(self.host)
+        except ValueError:
+            return ()
+        return () if address.is_unspecified else (self.host,)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -24,19 +24,36 @@ class RtpRewriter:
     _first_seq: int = 0
     _seq_offset: int = 0
     _ts_offset: int = 0
+    _last: tuple[int, int] | None = None
+    _ts_gap: int | None = None
 
     def rewrite(self, seq: int, ts: int) -> tuple[int, int] | None:
         """The subscriber's (sequence number, timestamp), or None to drop the packet."""
         if not self.started:
             self.started = True
+            self._young = True
             self._first_seq = seq
-            self._seq_offset = (self.seq_origin - seq) & 0xFFFF
-            self._ts_offset = (self.ts_origin - ts) & 0xFFFFFFFF
+            if self._last is None:
+                self._seq_offset = (self.seq_origin - seq) & 0xFFFF
+                self._ts_offset = (self.ts_origin - ts) & 0xFFFFFFFF
+            else:
+                self._seq_offset = (self._last[0] + 1 - seq) & 0xFFFF
+                self._ts_offset = (self._last[1] + (self._ts_gap or 1) - ts) & 0xFFFFFFFF
         elif self._young:
             if uint16_gt(self._first_seq, seq):
                 return None
             self._young = (seq - self._first_seq) & 0xFFFF < REORDER_WINDOW
-        return uint16_add(seq, self._seq_offset), uint32_add(ts, self._ts_offset)
+        out = uint16_add(seq, self._seq_offset), uint32_add(ts, self._ts_offset)
+        if self._last is None or uint16_gt(out[0], self._last[0]):
+            self._last = out
+        return out
+
+    def restart(self, ts_gap: int) -> None:
+        """The source was interrupted (paused, or its stream changed): the next packet continues
+        the subscriber's stream right after the last one sent, `ts_gap` clock ticks later, so the
+        subscriber sees no hole in sequence numbers to ask retransmission for."""
+        self.started = False
+        self._ts_gap = max(ts_gap, 1)
 
 
 @dataclass

@@ -43,6 +43,11 @@ class ActiveSpeakerDetector(Generic[K]):
         entry.loudness += (loudness - entry.loudness) * weight
         entry.updated = now
 
+    def loudness(self, key: K) -> float:
+        """The smoothed level of `key` as a fraction: 0 silent, 1 as loud as 0 dBov."""
+        entry = self._levels.get(key)
+        return round(entry.loudness / SILENT, 3) if entry is not None else 0.0
+
     def forget(self, key: K) -> None:
         self._levels.pop(key, None)
         if self.speaker == key:

@@ -7,6 +7,7 @@ as soon as the subscriber's transport is up.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -27,6 +28,8 @@ class Subscription:
         self.closed = False
         self.forwarded = 0
         self._rewriter = RtpRewriter()
+        self._generation = track.generation
+        self._last_forwarded = 0.0
         self._on_closed = on_closed
         self._sender: ForwardingSender | None = None
 
@@ -44,12 +47,18 @@ class Subscription:
         sender = self._sender
         if self.closed or sender is None or not sender.ready:
             return
+        now = time.monotonic()
+        if self._generation != self.track.generation:
+            self._generation = self.track.generation
+            clock_rate = self.track.codec.clockRate if self.track.codec else 90000
+            self._rewriter.restart(int((now - self._last_forwarded) * clock_rate))
         if not self._rewriter.started and self.track.kind == "video" and not keyframe:
             return
         rewritten = self._rewriter.rewrite(packet.sequence_number, packet.timestamp)
         if rewritten is None:
             return
         self.forwarded += 1
+        self._last_forwarded = now
         await sender.write(packet, rewritten[0], rewritten[1], abs_send_time)
 
     # SenderListener

@@ -36,6 +36,10 @@ class Track:
         self.codec: RTCRtpCodecParameters | None = None
         self.ssrc: int | None = None
         self.closed = False
+        self.paused = False
+        """Muted: packets still arrive (and keep the uplink's feedback going) but go nowhere."""
+        self.generation = 0
+        """Counts resumptions, so subscriptions know their source was interrupted."""
         self.packets = 0
         self.subscriptions: dict[str, Subscription] = {}
         self.bitrate = BitrateFeedback(config.max_bitrate)
@@ -63,6 +67,8 @@ class Track:
         if self.closed:
             return
         self.packets += 1
+        if self.paused:
+            return
         now = time.monotonic()
         keyframe = self.kind == "video" and is_keyframe_start(self.codec.name, packet.payload)
         if keyframe:
@@ -79,6 +85,15 @@ class Track:
             except Exception:
                 logger.exception("forwarding %r to %r failed; closing it", self, subscription)
                 await subscription.close()
+
+    async def set_paused(self, paused: bool) -> None:
+        """Stop or resume forwarding; video resumes at a keyframe, asked for at once."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused:
+            self.generation += 1
+            await self.request_keyframe()
 
     def bitrate_target(self, uplink_estimate: int | None) -> int:
         self.bitrate.uplink = uplink_estimate

@@ -1,0 +1,200 @@
+"""One room's media: keeps the media plane in step with the room's decisions.
+
+The room (I/O-free) decides who publishes, who subscribes to what and which tracks are muted;
+this class owns the room's MediaPlane and reconciles it with those decisions, LiveKit style:
+a participant's publisher connection answers the client's offers, its subscriber connection
+carries the tracks it subscribed to and is renegotiated by server offers. Reconciling runs in
+one worker task per room, so two changes never renegotiate one connection at once; the
+session's offer, answer and candidate messages take the same lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any, Callable
+
+from aiortc import RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from signaling.protocol import ErrorCode, ProtocolError, event
+from signaling.room import Room
+from signaling.sfu import MediaPlane, SfuConfig, SubscribePeer, Track
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[str, dict[str, Any]], None]
+
+
+def _description(sdp: str, kind: str) -> RTCSessionDescription:
+    return RTCSessionDescription(sdp=sdp, type=kind)
+
+
+class RoomMedia:
+    def __init__(self, room: Room, config: SfuConfig, deliver: Deliver) -> None:
+        self.room = room
+        self.plane = MediaPlane(config, on_active_speaker=self._active_speaker)
+        self._deliver = deliver
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._pending_offers: dict[str, dict[str, Any]] = {}
+        self._connections: dict[str, str] = {}
+        """Each participant's subscriber connection id: a new one needs a new RTCPeerConnection."""
+        self._worker = asyncio.create_task(self._reconcile_forever(), name=f"media-{room.id}")
+
+    # -- from the session ---------------------------------------------------------------------
+
+    async def publisher_offer(self, participant_id: str, sdp: str) -> None:
+        """The client offers its tracks (first time or renegotiation); the answer goes back to
+        it, and each track is announced to the room when its media starts flowing."""
+        self.room.publisher(participant_id)
+        async with self._lock:
+            peer = self.plane.publishers.get(participant_id)
+            fresh = peer is None
+            if peer is None:
+                peer = self.plane.publisher(participant_id, on_track=self._track_live,
+                                            on_state=self._state_changed)
+            try:
+                answer = await peer.answer(_description(sdp, "offer"))
+            except Exception as exc:
+                if fresh:
+                    await peer.close()
+                raise ProtocolError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}", "offer")
+        self._deliver(participant_id, event("answer", sdp=answer.sdp))
+
+    async def subscriber_answer(self, participant_id: str, sdp: str) -> None:
+        async with self._lock:
+            peer = self.plane.subscribers.get(participant_id)
+            if peer is None or participant_id not in self._pending_offers:
+                raise ProtocolError(ErrorCode.OUT_OF_ORDER, "there is no offer to answer", "answer")
+            try:
+                await peer.accept(_description(sdp, "answer"))
+            except Exception as exc:
+                raise ProtocolError(ErrorCode.BAD_SDP, f"the answer was refused: {exc}", "answer")
+            del self._pending_offers[participant_id]
+        self.changed()
+
+    async def candidate(self, participant_id: str, target: str, candidate: str,
+                        sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+        """A trickled candidate of the client's; an empty one ends its candidates."""
+        peers = self.plane.publishers if target == "publisher" else self.plane.subscribers
+        peer = peers.get(participant_id)
+        if peer is None or peer.pc.remoteDescription is None:
+            raise ProtocolError(ErrorCode.OUT_OF_ORDER, f"no {target} connection yet", "candidate")
+        if not candidate:
+            return
+        try:
+            parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
+        except (AssertionError, ValueError, IndexError) as exc:  # aiortc asserts the field count
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"not an ICE candidate: {exc}", "candidate")
+        parsed.sdpMid, parsed.sdpMLineIndex = sdp_mid, sdp_mline_index
+        if sdp_mid is None and sdp_mline_index is None:
+            parsed.sdpMLineIndex = 0
+        await peer.pc.addIceCandidate(parsed)
+
+    def resumed(self, participant_id: str) -> None:
+        """A reconnected client may have missed the last offer: send it again."""
+        offer = self._pending_offers.get(participant_id)
+        if offer is not None:
+            self._deliver(participant_id, offer)
+
+    def changed(self) -> None:
+        """The room changed (subscriptions, tracks, mutes, participants): reconcile soon."""
+        self._changed.set()
+
+    async def close(self) -> None:
+        """Idempotent: stops the worker, then every connection of the room."""
+        self._worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._worker
+        await self.plane.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._worker.done()
+
+    # -- from the media plane -----------------------------------------------------------------
+
+    def _track_live(self, track: Track) -> None:
+        try:
+            self.room.publish(track.peer_id, track.kind, track_id=track.id, mid=track.mid)
+        except ProtocolError as exc:
+            log.info("track %r refused: %s", track, exc.message)
+        self.changed()
+
+    def _active_speaker(self, track: Track) -> None:
+        self.room.active_speaker(track.peer_id, self.plane.speakers.loudness(track.id))
+
+    def _state_changed(self, state: str) -> None:
+        if state in ("failed", "closed"):
+            self.changed()
+
+    # -- reconciling --------------------------------------------------------------------------
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                async with self._lock:
+                    await self._reconcile()
+            except Exception:
+                log.exception("reconciling the media of room %s failed", self.room.id)
+
+    async def _reconcile(self) -> None:
+        await self._close_departed()
+        live = await self._align_tracks()
+        for participant in list(self.room.participants.values()):
+            wanted = {track_id for track_id in participant.subscriptions if track_id in live}
+            peer = self.plane.subscribers.get(participant.id)
+            if peer is None and wanted:
+                peer = self.plane.subscriber(participant.id, on_state=self._state_changed)
+                self._connections[participant.id] = secrets.token_hex(4)
+            if peer is None:
+                continue
+            have = {s.track.id: s for s in peer.subscriptions.values()}
+            for track_id, subscription in have.items():
+                if track_id not in wanted:
+                    await subscription.close()
+            for track_id in wanted - have.keys():
+                self.plane.subscribe(peer, live[track_id])
+            if peer.negotiation_needed and participant.id not in self._pending_offers:
+                await self._offer(participant.id, peer)
+
+    async def _close_departed(self) -> None:
+        """Connections of participants who left, and connections whose transport failed (their
+        published tracks leave the room; a new subscriber connection is offered afresh)."""
+        for peer_id, peer in [*self.plane.publishers.items(), *self.plane.subscribers.items()]:
+            present = peer_id in self.room.participants
+            if present and peer.pc.connectionState not in ("failed", "closed"):
+                continue
+            if present and peer_id in self.plane.publishers and self.plane.publishers[peer_id] is peer:
+                for track in peer.tracks.values():
+                    if track.id in self.room.tracks:
+                        self.room.unpublish(peer_id, track.id)
+            if peer is self.plane.subscribers.get(peer_id):
+                self._pending_offers.pop(peer_id, None)
+            await peer.close()
+
+    async def _align_tracks(self) -> dict[str, Track]:
+        """Close media of tracks the room withdrew, apply mutes; the live tracks by id."""
+        live = {}
+        for peer in list(self.plane.publishers.values()):
+            for track in list(peer.tracks.values()):
+                published = self.room.tracks.get(track.id)
+                if track.live and published is None:
+                    await track.close()
+                elif published is not None:
+                    await track.set_paused(published.muted)
+                    live[track.id] = track
+        return live
+
+    async def _offer(self, participant_id: str, peer: SubscribePeer) -> None:
+        offer = await peer.offer()
+        mids = {s.transceiver.mid: s.track.id for s in peer.subscriptions.values()}
+        message = event("offer", sdp=offer.sdp, tracks=mids,
+                        connection=self._connections[participant_id])
+        self._pending_offers[participant_id] = message
+        self._deliver(participant_id, message)
