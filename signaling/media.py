@@ -17,7 +17,7 @@ import secrets
 from typing import Any, Callable
 
 from aiortc import RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from signaling.protocol import ErrorCode, ProtocolError, event
 from signaling.room import Room
@@ -33,8 +33,10 @@ def _description(sdp: str, kind: str) -> RTCSessionDescription:
 
 
 class RoomMedia:
-    def __init__(self, room: Room, config: SfuConfig, deliver: Deliver) -> None:
+    def __init__(self, room: Room, config: SfuConfig, deliver: Deliver,
+                 on_failed: Callable[[str], None] | None = None) -> None:
         self.room = room
+        self._on_failed = on_failed
         self.plane = MediaPlane(config, on_active_speaker=self._active_speaker)
         self._deliver = deliver
         self._lock = asyncio.Lock()
@@ -46,9 +48,9 @@ class RoomMedia:
 
     # -- from the session ---------------------------------------------------------------------
 
-    async def publisher_offer(self, participant_id: str, sdp: str) -> None:
-        """The client offers its tracks (first time or renegotiation); the answer goes back to
-        it, and each track is announced to the room when its media starts flowing."""
+    async def publisher_offer(self, participant_id: str, sdp: str) -> str:
+        """The client offers its tracks (first time or renegotiation); returns the answer.
+        Each track is announced to the room when its media starts flowing."""
         self.room.publisher(participant_id)
         async with self._lock:
             peer = self.plane.publishers.get(participant_id)
@@ -62,7 +64,39 @@ class RoomMedia:
                 if fresh:
                     await peer.close()
                 raise ProtocolError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}", "offer")
-        self._deliver(participant_id, event("answer", sdp=answer.sdp))
+        return answer.sdp
+
+    async def player_offer(self, participant_id: str, sdp: str) -> str:
+        """A WHEP player offers to receive: it gets the room's first publisher's audio and
+        video (the cart in a ward round), one track per offered section of that kind."""
+        self.room.participant(participant_id)
+        try:
+            kinds = [m.kind for m in SessionDescription.parse(sdp).media]
+        except Exception as exc:
+            raise ProtocolError(ErrorCode.BAD_SDP, f"the offer is not SDP: {exc}", "offer")
+        async with self._lock:
+            live = await self._align_tracks()
+            by_kind: dict[str, Track] = {}
+            for track in live.values():
+                by_kind.setdefault(track.kind, track)
+            if "video" in by_kind:
+                video_owner = by_kind["video"].peer_id
+                by_kind.update({t.kind: t for t in live.values() if t.peer_id == video_owner})
+            if not any(kind in by_kind for kind in kinds):
+                raise ProtocolError(ErrorCode.UNKNOWN_TRACK, "nothing is published in this room yet")
+            if participant_id in self.plane.subscribers:
+                raise ProtocolError(ErrorCode.OUT_OF_ORDER, "this player is already connected")
+            peer = self.plane.subscriber(participant_id, on_state=self._state_changed)
+            chosen = [by_kind[kind] for kind in dict.fromkeys(kinds) if kind in by_kind]
+            for track in chosen:
+                self.plane.subscribe(peer, track)
+            try:
+                answer = await peer.answer(_description(sdp, "offer"))
+            except Exception as exc:
+                await peer.close()
+                raise ProtocolError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}", "offer")
+            self.room.participant(participant_id).subscriptions.update(t.id for t in chosen)
+        return answer.sdp
 
     async def subscriber_answer(self, participant_id: str, sdp: str) -> None:
         async with self._lock:
@@ -177,6 +211,8 @@ class RoomMedia:
             if peer is self.plane.subscribers.get(peer_id):
                 self._pending_offers.pop(peer_id, None)
             await peer.close()
+            if present and self._on_failed is not None:
+                self._on_failed(peer_id)
 
     async def _align_tracks(self) -> dict[str, Track]:
         """Close media of tracks the room withdrew, apply mutes; the live tracks by id."""

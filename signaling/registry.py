@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
+from functools import partial
 from typing import Any, Callable, Protocol
 
 from signaling.media import RoomMedia
-from signaling.room import RESUME_GRACE_SECONDS, Participant, Room
+from signaling.room import RESUME_GRACE_SECONDS, Grant, Participant, Room
 from signaling.sfu import SfuConfig
 from telemed.bus import Bus
 
@@ -45,14 +47,38 @@ class RoomRegistry:
         self.media_config = media_config or SfuConfig()
         self._tasks: list[asyncio.Task] = []
         self._closing: set[asyncio.Task] = set()
+        self.http_resources: dict[str, tuple[str, str]] = {}
+        """WHIP/WHEP resource id -> (room id, participant id): participants without a socket,
+        who stay as long as their connection does or until the client deletes the resource."""
 
     def room(self, room_id: str, kind: str) -> Room:
         room = self.rooms.get(room_id)
         if room is None:
             room = Room(room_id, kind, self.deliver, self.resume_grace)
             self.rooms[room_id] = room
-            self.media[room_id] = RoomMedia(room, self.media_config, self.deliver)
+            self.media[room_id] = RoomMedia(room, self.media_config, self.deliver,
+                                            on_failed=partial(self._connection_failed, room))
         return room
+
+    def join_http(self, room: Room, grant: Grant) -> tuple[str, Participant]:
+        """Seat a WHIP publisher or WHEP player; returns its unguessable resource id."""
+        participant, replaced = room.join(grant)
+        if replaced is not None:
+            self.gone(room, replaced, 1008, "joined from another connection")
+        resource = secrets.token_urlsafe(18)
+        self.http_resources[resource] = (room.id, participant.id)
+        return resource, participant
+
+    def leave(self, room: Room, participant_id: str, reason: str = "left") -> None:
+        """A participant without a socket goes; `reason` is told to the room."""
+        participant = room.participants.get(participant_id)
+        if participant is not None:
+            room.leave(participant_id, reason)
+            self.gone(room, participant, 1000, reason)
+
+    def _connection_failed(self, room: Room, participant_id: str) -> None:
+        if (room.id, participant_id) in self.http_resources.values():
+            self.leave(room, participant_id, "connection_failed")
 
     def _forget(self, room_id: str) -> None:
         """The room is over: its media closes in a task the registry awaits on shutdown."""
@@ -80,6 +106,9 @@ class RoomRegistry:
         sink = self.sinks.pop(participant.id, None)
         if sink is not None:
             sink.end(code, reason)
+        for resource, (_, participant_id) in list(self.http_resources.items()):
+            if participant_id == participant.id:
+                del self.http_resources[resource]
         if room.empty:
             self._forget(room.id)
         elif room.id in self.media:

@@ -196,10 +196,10 @@ class Room:
             self._drop(participant, reason="timeout")
         return expired
 
-    def leave(self, participant_id: str) -> None:
+    def leave(self, participant_id: str, reason: str = "left") -> None:
         participant = self.participants.get(participant_id)
         if participant is not None:
-            self._drop(participant, reason="left")
+            self._drop(participant, reason=reason)
 
     def remove(self, host_id: str, participant_id: str) -> Participant:
         self._host(host_id)

@@ -187,7 +187,7 @@ class Session:
             removed = room.unsubscribe(me, message.track_ids)
             self.send(event("unsubscribed", track_ids=[s.track_id for s in removed]))
         elif isinstance(message, p.Offer):
-            await self._media.publisher_offer(me, message.sdp)
+            self.send(event("answer", sdp=await self._media.publisher_offer(me, message.sdp)))
         elif isinstance(message, p.Answer):
             await self._media.subscriber_answer(me, message.sdp)
         elif isinstance(message, p.Candidate):

@@ -95,6 +95,21 @@ class SubscribePeer:
             self._negotiation_needed = False
             return self.pc.localDescription
 
+    async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Answer a client's offer to receive (WHEP) with the subscriptions made before it:
+        aiortc matches each offered section to the first unassigned transceiver of its kind,
+        so the forwarding senders and their codec preferences are used."""
+        if offer.type != "offer":
+            raise ValueError(f"expected an offer, got {offer.type!r}")
+        async with self._lock:
+            if self._closed:
+                raise ConnectionError("subscriber is closed")
+            await self.pc.setRemoteDescription(offer)
+            await gather_on(self.pc, self._config.ice.addresses)
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            self._negotiation_needed = False
+            return self.pc.localDescription
+
     async def accept(self, answer: RTCSessionDescription) -> None:
         """Apply the client's answer to the last offer."""
         if answer.type != "answer":
