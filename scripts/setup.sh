@@ -24,6 +24,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v ping >/dev/null || missing+=(iputils-ping)
     command -v storescu >/dev/null || missing+=(dcmtk)
     command -v chromium >/dev/null || missing+=(chromium)
+    command -v whip-client >/dev/null || missing+=(simple-whip-client)
+    command -v cc >/dev/null || missing+=(gcc)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         apt-get update -qq

@@ -13,7 +13,7 @@ from .config import SfuConfig
 from .ice import gather_on
 from .receiver import ForwardingReceiver
 from .track import LevelCallback, Track
-from .transceiver import install_receiver
+from .transceiver import answer_as_dtls_server, install_receiver
 
 StateCallback = Callable[[str], None]
 
@@ -57,6 +57,7 @@ class PublishPeer:
                     transceiver.sender._ssrc, track))
                 self.tracks[transceiver.mid] = track
             await gather_on(self.pc, self._config.ice.addresses)
+            answer_as_dtls_server(self.pc)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             return self.pc.localDescription
 

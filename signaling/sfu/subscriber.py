@@ -23,7 +23,7 @@ from .ice import gather_on
 from .sender import ForwardingSender
 from .subscription import Subscription
 from .track import Track
-from .transceiver import install_sender
+from .transceiver import answer_as_dtls_server, install_sender
 
 StateCallback = Callable[[str], None]
 
@@ -106,6 +106,7 @@ class SubscribePeer:
                 raise ConnectionError("subscriber is closed")
             await self.pc.setRemoteDescription(offer)
             await gather_on(self.pc, self._config.ice.addresses)
+            answer_as_dtls_server(self.pc)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             self._negotiation_needed = False
             return self.pc.localDescription

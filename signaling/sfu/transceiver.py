@@ -7,7 +7,7 @@ writes its private attributes. Everything else in aiortc reaches them through th
 
 from __future__ import annotations
 
-from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 
 from .receiver import ForwardingReceiver
 from .sender import ForwardingSender
@@ -27,3 +27,14 @@ def install_sender(transceiver: RTCRtpTransceiver, sender: ForwardingSender) -> 
     if isinstance(current, RTCRtpSender) and current.track is not None:
         raise RuntimeError("the sender already carries a track")
     transceiver._RTCRtpTransceiver__sender = sender
+
+
+def answer_as_dtls_server(pc: RTCPeerConnection) -> None:
+    """Answer `a=setup:passive`, so the server is the DTLS server: aiortc's DTLS client offers
+    only ECDSA cipher suites, which a client with an RSA certificate (GStreamer's webrtcbin in
+    WHIP devices) cannot accept; as the server, aiortc presents its ECDSA certificate and the
+    client chooses. Call before `createAnswer`; roles already negotiated are kept."""
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport._role == "auto":
+            transport._role = "server"
