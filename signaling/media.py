@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Any, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 from aiortc import RTCSessionDescription
 from aiortc.sdp import SessionDescription, candidate_from_sdp
@@ -22,10 +24,20 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from signaling.protocol import ErrorCode, ProtocolError, event
 from signaling.room import Room
 from signaling.sfu import MediaPlane, SfuConfig, SubscribePeer, Track
+from signaling.sfu.recorder import Recording
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[str, dict[str, Any]], None]
+Recorded = Callable[[str, str, list[str]], Awaitable[None]]
+"""(room id, identity of the host who started it, file names): a recording is complete."""
+
+
+@dataclass(frozen=True)
+class RecordingPlace:
+    directory: Path
+    """Each room records into a folder of its own under this one."""
+    on_recorded: Recorded
 
 
 def _description(sdp: str, kind: str) -> RTCSessionDescription:
@@ -34,9 +46,13 @@ def _description(sdp: str, kind: str) -> RTCSessionDescription:
 
 class RoomMedia:
     def __init__(self, room: Room, config: SfuConfig, deliver: Deliver,
-                 on_failed: Callable[[str], None] | None = None) -> None:
+                 on_failed: Callable[[str], None] | None = None,
+                 recordings: RecordingPlace | None = None) -> None:
         self.room = room
         self._on_failed = on_failed
+        self._recordings = recordings
+        self._recording: Recording | None = None
+        self._recording_by = ""
         self.plane = MediaPlane(config, on_active_speaker=self._active_speaker)
         self._deliver = deliver
         self._lock = asyncio.Lock()
@@ -139,10 +155,12 @@ class RoomMedia:
         self._changed.set()
 
     async def close(self) -> None:
-        """Idempotent: stops the worker, then every connection of the room."""
+        """Idempotent: stops the worker, finishes a running recording, then closes every
+        connection of the room."""
         self._worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._worker
+        await self._stop_recording()
         await self.plane.close()
 
     @property
@@ -180,6 +198,7 @@ class RoomMedia:
     async def _reconcile(self) -> None:
         await self._close_departed()
         live = await self._align_tracks()
+        await self._align_recording(live)
         for participant in list(self.room.participants.values()):
             wanted = {track_id for track_id in participant.subscriptions if track_id in live}
             peer = self.plane.subscribers.get(participant.id)
@@ -226,6 +245,33 @@ class RoomMedia:
                     await track.set_paused(published.muted)
                     live[track.id] = track
         return live
+
+    async def _align_recording(self, live: dict[str, Track]) -> None:
+        """While the host has recording on, every live track is recorded as it is forwarded."""
+        if not self.room.recording or self._recordings is None:
+            await self._stop_recording()
+            return
+        if self._recording is None:
+            self._recording = Recording(self._recordings.directory / self.room.id)
+            self._recording_by = self.room.recording_by or ""
+        recorded = {r.track.id for r in self._recording.recorders}
+        for track in live.values():
+            if track.id in recorded:
+                continue
+            publisher = self.room.participants.get(track.peer_id)
+            try:
+                await self._recording.add(track, publisher.name if publisher else track.peer_id)
+            except ValueError as exc:
+                log.warning("not recording %r: %s", track, exc)
+
+    async def _stop_recording(self) -> None:
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        await recording.close()
+        if recording.files and self._recordings is not None:
+            await self._recordings.on_recorded(self.room.id, self._recording_by,
+                                               [path.name for path in recording.files])
 
     async def _offer(self, participant_id: str, peer: SubscribePeer) -> None:
         offer = await peer.offer()

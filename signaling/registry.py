@@ -15,7 +15,7 @@ import time
 from functools import partial
 from typing import Any, Callable, Protocol
 
-from signaling.media import RoomMedia
+from signaling.media import RecordingPlace, RoomMedia
 from signaling.room import RESUME_GRACE_SECONDS, Grant, Participant, Room
 from signaling.sfu import SfuConfig
 from telemed.bus import Bus
@@ -37,7 +37,8 @@ class Sink(Protocol):
 class RoomRegistry:
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  resume_grace: float = RESUME_GRACE_SECONDS, reap_interval: float = 1.0,
-                 media_config: SfuConfig | None = None) -> None:
+                 media_config: SfuConfig | None = None,
+                 recordings: RecordingPlace | None = None) -> None:
         self.rooms: dict[str, Room] = {}
         self.media: dict[str, RoomMedia] = {}
         self.sinks: dict[str, Sink] = {}
@@ -45,6 +46,7 @@ class RoomRegistry:
         self.resume_grace = resume_grace
         self.reap_interval = reap_interval
         self.media_config = media_config or SfuConfig()
+        self.recordings = recordings
         self._tasks: list[asyncio.Task] = []
         self._closing: set[asyncio.Task] = set()
         self.http_resources: dict[str, tuple[str, str]] = {}
@@ -57,7 +59,8 @@ class RoomRegistry:
             room = Room(room_id, kind, self.deliver, self.resume_grace)
             self.rooms[room_id] = room
             self.media[room_id] = RoomMedia(room, self.media_config, self.deliver,
-                                            on_failed=partial(self._connection_failed, room))
+                                            on_failed=partial(self._connection_failed, room),
+                                            recordings=self.recordings)
         return room
 
     def join_http(self, room: Room, grant: Grant) -> tuple[str, Participant]:

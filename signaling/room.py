@@ -75,6 +75,8 @@ class Room:
         self.kind = kind
         self.locked = False
         self.recording = False
+        self.recording_by: str | None = None
+        """The identity of the host who started the running recording."""
         self.closed = False
         self.resume_grace = resume_grace
         self.participants: dict[str, Participant] = {}
@@ -332,8 +334,9 @@ class Room:
 
     def set_recording(self, host_id: str, on: bool) -> None:
         """Everyone is told when recording starts and stops (consent)."""
-        self._host(host_id)
+        host = self._host(host_id)
         self.recording = on
+        self.recording_by = host.identity if on else None
         self._broadcast(event("recording", on=on))
 
     def chat(self, participant_id: str, text: str, at: float) -> None:

@@ -6,12 +6,14 @@ import base64
 import hashlib
 import hmac
 import time
+from pathlib import Path
 from functools import partial
 from typing import AsyncIterator
 
 from aiohttp import web
 
 from signaling.protocol import MAX_FRAME_BYTES
+from signaling.media import RecordingPlace
 from signaling.registry import RoomRegistry
 from signaling.session import Session, SessionLimits
 from signaling.sfu import IceConfig, SfuConfig
@@ -53,8 +55,23 @@ def media_config(settings: Settings) -> SfuConfig:
                      max_bitrate=settings.rtc_max_bitrate)
 
 
+RECORDINGS = "recordings"
+"""Bus channel: a room's recording is complete; the consult workflow attaches its files."""
+
+
+def recordings_folder(settings: Settings) -> Path:
+    return settings.data_dir / "recordings"
+
+
 async def _rooms(app: web.Application) -> AsyncIterator[None]:
-    registry = RoomRegistry(media_config=media_config(app[SETTINGS]))
+    bus = app[BUS]
+
+    async def recorded(room_id: str, started_by: str, files: list[str]) -> None:
+        await bus.publish(RECORDINGS, {"consult_id": room_id, "started_by": started_by,
+                                       "files": files})
+
+    registry = RoomRegistry(media_config=media_config(app[SETTINGS]),
+                            recordings=RecordingPlace(recordings_folder(app[SETTINGS]), recorded))
     app[ROOMS] = registry
     await registry.start(app[BUS])
     yield

@@ -16,6 +16,7 @@ import diagnosis.dicom.scp
 import diagnosis.ecg.routes
 import signaling.routes
 import signaling.whip
+from telemed import recordings
 from telemed.api import accounts, audit, consults, health, referrals
 from telemed.api.context import (BUS, DATABASE, METRICS, SETTINGS, TOKENS, WEBSOCKETS,
                                  close_websockets)
@@ -80,8 +81,8 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBSOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(close_websockets)
     app.cleanup_ctx.extend([_database, _bus])
-    for routes in (health, accounts, consults, referrals, audit, signaling.routes, signaling.whip,
-                   diagnosis.ecg.routes, diagnosis.dicom.dicomweb, diagnosis.dicom.scp):
+    for routes in (health, accounts, consults, referrals, audit, recordings, signaling.routes,
+                   signaling.whip, diagnosis.ecg.routes, diagnosis.dicom.dicomweb, diagnosis.dicom.scp):
         routes.setup(app)
     _serve_client(app)
     return app

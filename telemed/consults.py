@@ -16,7 +16,7 @@ from telemed.audit import AuditEvent
 from telemed.caller import Caller, InvalidRequest
 from telemed.casework import Casework, Record
 from telemed.permissions import may_publish, refusal
-from telemed.store import Conflict, accounts
+from telemed.store import Conflict, NotFound, accounts
 from telemed.store import consults as store
 from telemed.store.rows import insert
 from telemed.workflow import CONSULT, TransitionError
@@ -94,6 +94,26 @@ def attach(conn: sqlite3.Connection, caller: Caller, consult_id: str, kind: str,
     store.add_attachment(conn, consult_id, kind, ref, caller.actor.id)
     caller.audit(conn, "consult.attach", f"consult:{consult_id}", consult["patient_id"])
     return CASES.present(conn, caller, store.get(conn, consult_id))
+
+
+def add_recording(conn: sqlite3.Connection, staff_id: str, consult_id: str, ref: str) -> None:
+    """The media server finished a recording the host started: it joins the consult's record
+    (whatever the consult's state by now), in the host's name, audited."""
+    consult = store.get(conn, consult_id)
+    store.add_attachment(conn, consult_id, "recording", ref, staff_id)
+    actor = accounts.load_actor(conn, staff_id)
+    audit.append(conn, AuditEvent(actor=actor.username if actor else staff_id,
+                                  action="consult.recording", object=f"consult:{consult_id}",
+                                  client="media-server", patient_id=consult["patient_id"]))
+
+
+def open_recording(conn: sqlite3.Connection, caller: Caller, consult_id: str, ref: str) -> None:
+    """Whoever may read the consult may play its recordings; each playback is audited."""
+    consult = CASES.load(conn, caller, consult_id)
+    if not any(a["kind"] == "recording" and a["ref"] == ref for a in consult["attachments"]):
+        raise NotFound("recording", f"{consult_id}/{ref}")
+    caller.audit(conn, "consult.recording.read", f"consult:{consult_id}/{ref}",
+                 consult["patient_id"])
 
 
 def room_access(conn: sqlite3.Connection, caller: Caller, consult_id: str) -> RoomAccess:
