@@ -41,22 +41,31 @@ def _vp8_keyframe_start(payload: bytes) -> bool:
 
 
 def _h264_keyframe_start(payload: bytes) -> bool:
-    """RFC 6184: an IDR slice or SPS, alone, in a STAP-A, or as the first FU-A fragment."""
+    """RFC 6184: an SPS, or the first slice of an IDR picture, alone, in a STAP-A, or as the
+    first FU-A fragment. Later slices of an IDR picture do not count: a decoder starting there
+    lacks the picture's beginning (encoders such as aiortc's cut keyframes into slices)."""
     if not payload:
         return False
     nal_type = payload[0] & 0x1F
-    if nal_type in (H264_IDR, H264_SPS):
-        return True
     if nal_type == H264_FU_A:
-        return len(payload) > 1 and bool(payload[1] & 0x80) and payload[1] & 0x1F in (H264_IDR, H264_SPS)
+        return len(payload) > 2 and bool(payload[1] & 0x80) and _starts_picture(
+            payload[1] & 0x1F, payload[2:3])
     if nal_type == H264_STAP_A:
         pos = 1
         while pos + 2 < len(payload):
             size = int.from_bytes(payload[pos:pos + 2], "big")
-            if payload[pos + 2] & 0x1F in (H264_IDR, H264_SPS):
+            if _starts_picture(payload[pos + 2] & 0x1F, payload[pos + 3:pos + 4]):
                 return True
             pos += 2 + size
-    return False
+        return False
+    return _starts_picture(nal_type, payload[1:2])
+
+
+def _starts_picture(nal_type: int, slice_header: bytes) -> bool:
+    """SPS, or an IDR slice whose first_mb_in_slice (ue(v), so a leading 1 bit) is 0."""
+    if nal_type == H264_SPS:
+        return True
+    return nal_type == H264_IDR and bool(slice_header) and bool(slice_header[0] & 0x80)
 
 
 @dataclass

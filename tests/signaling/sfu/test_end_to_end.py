@@ -15,6 +15,7 @@ from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket, is_rtcp
 
 from signaling.sfu import IceConfig, MediaPlane, SfuConfig, SubscribePeer, Subscription, Track
+from signaling.sfu.ice import gather_on
 from signaling.sfu.receiver import ForwardingReceiver
 from signaling.sfu.sender import ForwardingSender
 
@@ -207,3 +208,35 @@ async def test_active_speaker_and_close(room: Room) -> None:
     assert all(track.closed and not track.subscriptions for track in room.tracks.values())
     with pytest.raises(ConnectionError):
         room.plane.subscriber("late")
+
+
+class H264PublisherClient(PublisherClient):
+    """Offers H.264 only for video, as a cart with a hardware H.264 encoder would."""
+
+    async def offer(self):
+        self.pc.addTransceiver(self.audio, direction="sendonly")
+        video = self.pc.addTransceiver(self.video, direction="sendonly")
+        video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                   if c.mimeType == "video/H264"])
+        await gather_on(self.pc, [LOOPBACK])
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription
+
+
+async def test_h264_is_forwarded_as_offered(plane: MediaPlane) -> None:
+    publisher = H264PublisherClient()
+    tracks: dict[str, Track] = {}
+    server = plane.publisher("cart", on_track=lambda t: tracks.__setitem__(t.kind, t))
+    await publisher.accept(await server.answer(await publisher.offer()))
+    await wait_for(lambda: len(tracks) == 2, what="both tracks live")
+    assert tracks["video"].codec.mimeType == "video/H264"
+    client = SubscriberClient()
+    peer = plane.subscriber("expert")
+    plane.subscribe(peer, tracks["video"])
+    offer = await peer.offer()
+    assert "H264/90000" in offer.sdp and "VP8" not in offer.sdp
+    await peer.accept(await client.answer(offer))
+    await wait_for(lambda: len(client.counters) > 30, timeout=15, what="H.264 frames decoded")
+    assert_consecutive(client.counters, publisher.video.sent)
+    await client.close()
+    await publisher.pc.close()

@@ -48,12 +48,14 @@ def test_vp8_keyframes_are_spotted_from_the_payload_descriptor() -> None:
 
 
 def test_h264_keyframes_alone_aggregated_and_fragmented() -> None:
-    assert is_keyframe_start("H264", bytes([0x65, 0x88]))  # IDR slice
+    assert is_keyframe_start("H264", bytes([0x65, 0x88]))  # first slice of an IDR picture
+    assert not is_keyframe_start("H264", bytes([0x65, 0x40]))  # a later slice of it
     assert not is_keyframe_start("H264", bytes([0x41, 0x9A]))  # non-IDR slice
     stap_a = bytes([0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE])
     assert is_keyframe_start("H264", stap_a)
-    assert is_keyframe_start("H264", bytes([0x7C, 0x85, 0x00]))  # FU-A start of an IDR
-    assert not is_keyframe_start("H264", bytes([0x7C, 0x05, 0x00]))  # FU-A middle
+    assert is_keyframe_start("H264", bytes([0x7C, 0x85, 0x88]))  # FU-A start of an IDR
+    assert not is_keyframe_start("H264", bytes([0x7C, 0x85, 0x20]))  # ... of its 2nd slice
+    assert not is_keyframe_start("H264", bytes([0x7C, 0x05, 0x88]))  # FU-A middle
     assert not is_keyframe_start("opus", bytes([0x65]))
 
 
