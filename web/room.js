@@ -1,0 +1,230 @@
+// A consult's room (docs/signaling.md): the signaling socket, participants, chat, and media:
+// our camera and microphone if the room token allows publishing, everyone else's tracks.
+import { RoomMedia } from "./media.js";
+import * as tiles from "./tiles.js";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  socket: null, participantId: null, iceServers: [], kind: null, onLeave: null,
+  stream: null, media: null, speaker: null, participants: new Map(),
+};
+// For tests and debugging: the current peer connections.
+window.telemed = {
+  get publisher() { return state.media?.publisher ?? null; },
+  get subscriber() { return state.media?.subscriber ?? null; },
+};
+
+// -- signaling --------------------------------------------------------------------------------
+
+// grant: from POST /api/consults/{id}/room-token; onLeave: called when the user leaves.
+export function openRoom(grant, onLeave) {
+  resetRoom();
+  state.onLeave = onLeave;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/rtc/${grant.room}`);
+  state.socket = socket;
+  socket.addEventListener("open", () => send({ type: "join", token: grant.token }));
+  socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
+  socket.addEventListener("close", (event) => socketClosed(socket, event));
+}
+
+function send(message) {
+  if (state.socket?.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(message));
+}
+
+function socketClosed(socket, event) {
+  if (socket !== state.socket) return; // we left on purpose
+  state.socket = null;
+  endMedia();
+  showError($("room-error").textContent || `disconnected (${event.code}${event.reason ? `: ${event.reason}` : ""})`);
+}
+
+function showError(text) {
+  $("room-error").textContent = text;
+}
+
+function resetRoom() {
+  Object.assign(state, { participantId: null, kind: null, speaker: null });
+  state.participants.clear();
+  for (const id of ["chat", "participants", "media-status", "room-error"]) $(id).replaceChildren();
+  $("recording").hidden = true;
+  tiles.clearTiles();
+}
+
+const handlers = {
+  joined: enterRoom,
+  admitted: enterRoom,
+  participant_joined: (m) => updateParticipant(m.participant),
+  participant_reconnecting: (m) => updateParticipant({ participant_id: m.participant_id, state: "reconnecting" }),
+  participant_resumed: (m) => updateParticipant({ participant_id: m.participant_id, state: "active" }),
+  participant_left: participantLeft,
+  presenter_changed: presenterChanged,
+  track_published: (m) => state.media?.tracksPublished([m.track]),
+  track_unpublished: (m) => state.media?.trackUnpublished(m.track_id),
+  track_muted: trackMuted,
+  mute_requested: (m) => { $("media-status").textContent = `The host muted your ${m.kind === "audio" ? "microphone" : "camera"}.`; },
+  offer: (m) => state.media?.subscriberOffer(m),
+  answer: (m) => state.media?.publisherAnswer(m.sdp).catch((e) => showError(`media: ${e.message}`)),
+  recording: (m) => { $("recording").hidden = !m.on; },
+  active_speaker: (m) => setSpeaker(m.participant_id),
+  chat: addChat,
+  room_closed: () => showError("the consult has ended"),
+  removed: () => showError("removed by the host"),
+  error: (m) => showError(`${m.code}: ${m.message}`),
+};
+
+function handle(message) {
+  handlers[message.type]?.(message);
+}
+
+function enterRoom(message) {
+  state.participantId ||= message.participant_id;
+  state.iceServers = message.ice_servers || state.iceServers;
+  if (message.state === "waiting") {
+    $("media-status").textContent = "Waiting for the host to admit you.";
+    return;
+  }
+  $("media-status").textContent = "";
+  state.kind = message.kind;
+  $("room-kind").textContent = message.kind === "round" ? "Ward round" : "Consult";
+  $("recording").hidden = !message.recording;
+  for (const p of message.participants || []) state.participants.set(p.participant_id, p);
+  renderParticipants();
+  startMedia(message.tracks || []);
+}
+
+// -- participants -----------------------------------------------------------------------------
+
+const me = () => state.participants.get(state.participantId);
+const nameOf = (id) => state.participants.get(id)?.name ?? "guest";
+
+function updateParticipant(change) {
+  const known = state.participants.get(change.participant_id);
+  state.participants.set(change.participant_id, { ...known, ...change });
+  tiles.renameTile(change.participant_id, nameOf(change.participant_id));
+  renderParticipants();
+}
+
+function participantLeft(message) {
+  state.participants.delete(message.participant_id);
+  state.media?.participantLeft(message.participant_id);
+  tiles.removeParticipant(message.participant_id);
+  renderParticipants();
+}
+
+function renderParticipants() {
+  $("participants").replaceChildren(...[...state.participants.values()].map((p) => {
+    const item = document.createElement("li");
+    const role = state.kind === "round" ? (p.can_publish ? " · presenter" : " · viewer") : "";
+    const away = p.state === "reconnecting" ? " (reconnecting)" : "";
+    item.textContent = `${p.name}${p.participant_id === state.participantId ? " (you)" : ""}${p.is_host ? " · host" : ""}${role}${away}`;
+    item.dataset.participant = p.participant_id;
+    return item;
+  }));
+  if (state.speaker) tiles.setSpeaking(state.speaker);
+}
+
+function setSpeaker(participantId) {
+  state.speaker = participantId;
+  tiles.setSpeaking(participantId);
+}
+
+// In a ward round the presenter role moves: only the new presenter publishes.
+function presenterChanged(message) {
+  for (const p of state.participants.values()) {
+    if (p.participant_id === message.participant_id) p.can_publish = true;
+    else if (state.kind === "round") p.can_publish = false;
+  }
+  renderParticipants();
+  if (me()?.can_publish) publishCamera();
+  else stopCamera();
+}
+
+function addChat(message) {
+  const line = document.createElement("li");
+  line.textContent = `${message.name}: ${message.text}`;
+  $("chat").append(line);
+}
+
+// -- media ------------------------------------------------------------------------------------
+
+function startMedia(tracks) {
+  state.media ||= new RoomMedia({
+    send, iceServers: state.iceServers, selfId: state.participantId,
+    onRemote: showRemote,
+    onError: (text) => showError(`media: ${text}`),
+  });
+  state.media.tracksPublished(tracks);
+  if (me()?.can_publish) publishCamera();
+  else $("media-status").textContent = state.kind === "round"
+    ? "You are viewing this ward round: only the presenter shares camera and sound."
+    : "Your room token does not allow sharing your camera or sound.";
+}
+
+function showRemote(info, track) {
+  const id = info.participant_id;
+  tiles.setRemoteTrack(id, nameOf(id), info.kind, track);
+  if (track && info.kind === "video") tiles.setVideoMuted(id, info.muted);
+}
+
+async function publishCamera() {
+  if (state.stream || !state.media) return;
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  } catch (error) {
+    showError(`camera/microphone unavailable: ${error.message}`);
+    return;
+  }
+  if (!state.media || state.stream) { // left the room, or published meanwhile
+    stream.getTracks().forEach((track) => track.stop());
+    return;
+  }
+  state.stream = stream;
+  $("media-status").textContent = "";
+  $("local").srcObject = stream;
+  $("local-tile").hidden = false;
+  $("local-tile").dataset.participant = state.participantId;
+  state.media.publish(stream).catch((error) => showError(`media: ${error.message}`));
+}
+
+function stopCamera() {
+  state.media?.stopPublishing();
+  state.stream?.getTracks().forEach((track) => track.stop());
+  state.stream = null;
+  $("local").srcObject = null;
+  $("local-tile").hidden = true;
+}
+
+function trackMuted(message) {
+  const track = state.media?.tracks.get(message.track_id);
+  if (!track) return;
+  track.muted = message.muted;
+  if (track.kind === "video" && track.participant_id !== state.participantId) {
+    tiles.setVideoMuted(track.participant_id, message.muted);
+  }
+}
+
+function endMedia() {
+  stopCamera();
+  state.media?.close();
+  state.media = null;
+  tiles.clearTiles();
+}
+
+// -- page controls ----------------------------------------------------------------------------
+
+$("chat-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = event.target.elements.text;
+  send({ type: "chat", text: input.value });
+  input.value = "";
+});
+
+$("leave").addEventListener("click", () => {
+  send({ type: "leave" });
+  state.socket = null; // the server closes it; that is no error
+  endMedia();
+  resetRoom();
+  state.onLeave?.();
+});
