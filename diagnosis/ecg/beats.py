@@ -1,0 +1,132 @@
+"""Beat labels: normal ("N") or ventricular ("V"); "Q" for a window that cannot be judged.
+
+A ventricular beat starts outside the conduction system, so its QRS is wide and its shape
+differs from the patient's own normal beats; it usually also comes early. The labeller keeps a
+running template of the beats it called normal and judges each new beat against it, which
+adapts to the patient (bundle branch block, lead placement) instead of using fixed shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BEFORE_S = 0.10
+"""Template window before the R peak: covers the Q wave without reaching the P wave."""
+AFTER_S = 0.15
+"""Template window after the R peak: covers a wide ventricular QRS."""
+TEMPLATE_WEIGHT = 0.125
+
+
+@dataclass(frozen=True)
+class BeatFeatures:
+    """What the label is decided from; NaN where undefined (no template yet, first beat)."""
+
+    width_s: float
+    correlation: float
+    width_ratio: float
+    prematurity: float
+    """Preceding RR over the recent median RR; < 1 is early."""
+
+
+def qrs_width_s(segment: np.ndarray, fs: float, fraction: float = 0.25) -> float:
+    """Duration over which the multi-lead slope exceeds `fraction` of its peak, in seconds."""
+    segment = np.asarray(segment, dtype=np.float64)
+    if len(segment) < 3 or not segment.size:
+        return float("nan")
+    segment = segment.reshape(len(segment), -1)
+    slope = np.sqrt(np.sum(np.diff(segment, axis=0) ** 2, axis=1))
+    if not slope.max() > 0:
+        return float("nan")
+    above = np.flatnonzero(slope >= fraction * slope.max())
+    return float(above[-1] - above[0] + 1) / fs
+
+
+def detrend(window: np.ndarray) -> np.ndarray:
+    """Subtract each lead's straight line between the window's ends: motion artefacts tilt
+    whole windows, which would otherwise pass for a changed QRS shape."""
+    if len(window) < 2:
+        return window
+    ramp = np.linspace(0.0, 1.0, len(window))[:, None]
+    return window - window[0] - ramp * (window[-1] - window[0])
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two equally shaped windows, all leads together; NaN if flat."""
+    a = np.ravel(a) - np.mean(a)
+    b = np.ravel(b) - np.mean(b)
+    norm = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    return float(np.dot(a, b) / norm) if norm > 0 else float("nan")
+
+
+class BeatLabeler:
+    """Labels beats in order from their clean-signal windows; keeps the normal-beat template."""
+
+    @dataclass(frozen=True)
+    class Conf:
+        min_correlation: float = 0.80
+        """Below this a beat's shape differs from the template."""
+        wide_ratio: float = 1.3
+        """QRS this much wider than the template's is wide."""
+        wide_s: float = 0.10
+        early: float = 0.85
+        """Preceding RR below this fraction of the median is premature."""
+
+        def __post_init__(self) -> None:
+            if not (0 < self.min_correlation < 1 and self.wide_ratio > 1
+                    and self.wide_s > 0 and 0 < self.early < 1):
+                raise ValueError("invalid BeatLabeler.Conf")
+
+    def __init__(self, fs: float, conf: "BeatLabeler.Conf | None" = None) -> None:
+        self.fs = float(fs)
+        self.conf = conf or BeatLabeler.Conf()
+        self.before = int(round(BEFORE_S * fs))
+        self.after = int(round(AFTER_S * fs))
+        self._template: np.ndarray | None = None
+        self._template_width = float("nan")
+
+    @property
+    def window_length(self) -> int:
+        return self.before + self.after
+
+    def features(self, window: np.ndarray, rr_s: float, median_rr_s: float) -> BeatFeatures:
+        width = qrs_width_s(window, self.fs)
+        if self._template is None or window.shape != self._template.shape:
+            corr, ratio = float("nan"), float("nan")
+        else:
+            corr = correlation(window, self._template)
+            ratio = width / self._template_width if self._template_width > 0 else float("nan")
+        prematurity = rr_s / median_rr_s if median_rr_s > 0 else float("nan")
+        return BeatFeatures(width, corr, ratio, prematurity)
+
+    def label(self, window: np.ndarray, rr_s: float, median_rr_s: float) -> str:
+        """Label one beat from its window (BEFORE_S before to AFTER_S after R, all leads).
+
+        "Q" (EC57: unclassifiable) when the window holds a missing or infinite sample: such a
+        window can neither be judged nor be learnt, since one NaN in the running template
+        would make every later correlation NaN and silence the labeller for good.
+        """
+        window = np.asarray(window, dtype=np.float64)
+        if window.ndim == 1:
+            window = window[:, None]
+        if not np.all(np.isfinite(window)):
+            return "Q"
+        window = detrend(window)
+        f = self.features(window, rr_s, median_rr_s)
+        c = self.conf
+        differs = f.correlation < c.min_correlation
+        wide = f.width_ratio > c.wide_ratio and f.width_s >= c.wide_s
+        early = f.prematurity < c.early
+        label = "V" if differs and (wide or (early and f.correlation < 0.5)) else "N"
+        if label == "N" and len(window) == self.window_length:
+            self._learn(window, f.width_s)
+        return label
+
+    def _learn(self, window: np.ndarray, width_s: float) -> None:
+        if self._template is None or self._template.shape != window.shape:
+            self._template = window.copy()
+            self._template_width = width_s
+            return
+        self._template += TEMPLATE_WEIGHT * (window - self._template)
+        self._template_width = qrs_width_s(self._template, self.fs)
