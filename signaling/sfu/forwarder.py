@@ -58,17 +58,24 @@ class RtpRewriter:
 
 @dataclass
 class PacketHistory:
-    """The last `size` packets sent to one subscriber, by its sequence number, for NACKs."""
+    """The last `size` packets sent to one subscriber, by its sequence number, for NACKs.
+
+    Kept as serialized bytes in two flat lists: with dozens of subscribers that is tens of
+    thousands of packets, and as Python objects every full garbage collection would walk them
+    all, pausing forwarding to every subscriber at once."""
 
     size: int = 1024
-    _slots: list[tuple[int, object] | None] = field(init=False)
+    _seqs: list[int] = field(init=False)
+    _packets: list[bytes | None] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._slots = [None] * self.size
+        self._seqs = [-1] * self.size
+        self._packets = [None] * self.size
 
-    def put(self, seq: int, packet: object) -> None:
-        self._slots[seq & (self.size - 1)] = (seq, packet)
+    def put(self, seq: int, packet: bytes) -> None:
+        slot = seq & (self.size - 1)
+        self._seqs[slot], self._packets[slot] = seq, packet
 
-    def get(self, seq: int) -> object | None:
-        slot = self._slots[seq & (self.size - 1)]
-        return slot[1] if slot is not None and slot[0] == seq else None
+    def get(self, seq: int) -> bytes | None:
+        slot = seq & (self.size - 1)
+        return self._packets[slot] if self._seqs[slot] == seq else None

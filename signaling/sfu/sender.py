@@ -164,11 +164,12 @@ class ForwardingSender:
         extensions.mid = self.__mid
         extensions.abs_send_time = abs_send_time
         extensions.audio_level = source.extensions.audio_level
-        self.__history.put(seq, packet)
+        data = packet.serialize(self.__extensions)
+        self.__history.put(seq, data)
         self.__last_ts, self.__last_sent = ts, time.time()
         self.stats.packets += 1
         self.stats.octets += len(packet.payload)
-        await self._send(packet)
+        await self._send(data)
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
@@ -190,19 +191,21 @@ class ForwardingSender:
                 self.__listener.on_remb(bitrate)
 
     async def _retransmit(self, seq: int) -> None:
-        packet = self.__history.get(seq)
-        if not isinstance(packet, RtpPacket) or self.__stopped:
+        data = self.__history.get(seq)
+        if data is None or self.__stopped:
             return
         if self.__rtx_payload_type is not None:
-            packet = wrap_rtx(packet, payload_type=self.__rtx_payload_type,
+            packet = wrap_rtx(RtpPacket.parse(data, self.__extensions),
+                              payload_type=self.__rtx_payload_type,
                               sequence_number=self.__rtx_seq, ssrc=self._rtx_ssrc)
             self.__rtx_seq = uint16_add(self.__rtx_seq, 1)
+            data = packet.serialize(self.__extensions)
         self.stats.retransmitted += 1
-        await self._send(packet)
+        await self._send(data)
 
-    async def _send(self, packet: RtpPacket) -> None:
+    async def _send(self, data: bytes) -> None:
         try:
-            await self.__transport._send_rtp(packet.serialize(self.__extensions))
+            await self.__transport._send_rtp(data)
         except ConnectionError:
             pass
 

@@ -32,8 +32,8 @@ def test_restart_continues_the_subscriber_stream_without_a_hole() -> None:
 def test_packet_history_forgets_overwritten_slots() -> None:
     history = PacketHistory(size=4)
     for seq in range(6):
-        history.put(seq, f"p{seq}")
-    assert history.get(5) == "p5" and history.get(2) == "p2"
+        history.put(seq, f"p{seq}".encode())
+    assert history.get(5) == b"p5" and history.get(2) == b"p2"
     assert history.get(1) is None and history.get(9) is None
 
 
