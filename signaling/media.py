@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,14 @@ def _description(sdp: str, kind: str) -> RTCSessionDescription:
     return RTCSessionDescription(sdp=sdp, type=kind)
 
 
+def _ice_ufrag(description: str | RTCSessionDescription | None) -> str | None:
+    """The ICE username fragment, which names the client's connection."""
+    if isinstance(description, RTCSessionDescription):
+        description = description.sdp
+    found = re.search(r"^a=ice-ufrag:(\S+)", description or "", re.MULTILINE)
+    return found.group(1) if found else None
+
+
 class RoomMedia:
     def __init__(self, room: Room, config: SfuConfig, deliver: Deliver,
                  on_failed: Callable[[str], None] | None = None,
@@ -70,6 +79,10 @@ class RoomMedia:
         self.room.publisher(participant_id)
         async with self._lock:
             peer = self.plane.publishers.get(participant_id)
+            ufrag = _ice_ufrag(sdp)
+            if peer is not None and ufrag and ufrag != _ice_ufrag(peer.pc.remoteDescription):
+                await self._replace_publisher(participant_id)
+                peer = None
             fresh = peer is None
             if peer is None:
                 peer = self.plane.publisher(participant_id, on_track=self._track_live,
@@ -81,6 +94,15 @@ class RoomMedia:
                     await peer.close()
                 raise ProtocolError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}", "offer")
         return answer.sdp
+
+    async def _replace_publisher(self, participant_id: str) -> None:
+        """An offer from a new RTCPeerConnection (a reloaded page, a presenter role regained):
+        the old connection's tracks leave the room and the connection is closed."""
+        peer = self.plane.publishers[participant_id]
+        for track in peer.tracks.values():
+            if track.id in self.room.tracks:
+                self.room.unpublish(participant_id, track.id)
+        await peer.close()
 
     async def player_offer(self, participant_id: str, sdp: str) -> str:
         """A WHEP player offers to receive: it gets the room's first publisher's audio and

@@ -48,6 +48,7 @@ function resetRoom() {
   state.participants.clear();
   for (const id of ["chat", "participants", "media-status", "room-error"]) $(id).replaceChildren();
   $("recording").hidden = true;
+  $("record").hidden = true;
   tiles.clearTiles();
 }
 
@@ -65,13 +66,22 @@ const handlers = {
   mute_requested: (m) => { $("media-status").textContent = `The host muted your ${m.kind === "audio" ? "microphone" : "camera"}.`; },
   offer: (m) => state.media?.subscriberOffer(m),
   answer: (m) => state.media?.publisherAnswer(m.sdp).catch((e) => showError(`media: ${e.message}`)),
-  recording: (m) => { $("recording").hidden = !m.on; },
+  recording: (m) => showRecording(m.on),
   active_speaker: (m) => setSpeaker(m.participant_id),
   chat: addChat,
   room_closed: () => showError("the consult has ended"),
   removed: () => showError("removed by the host"),
   error: (m) => showError(`${m.code}: ${m.message}`),
 };
+
+// Only hosts record; everyone is told while it runs (the server says so to all).
+function showRecording(on) {
+  $("recording").hidden = !on;
+  $("record").textContent = on ? "Stop recording" : "Start recording";
+  $("record").dataset.on = on ? "1" : "";
+}
+
+$("record").addEventListener("click", () => send({ type: "record", on: !$("record").dataset.on }));
 
 function handle(message) {
   handlers[message.type]?.(message);
@@ -87,8 +97,9 @@ function enterRoom(message) {
   $("media-status").textContent = "";
   state.kind = message.kind;
   $("room-kind").textContent = message.kind === "round" ? "Ward round" : "Consult";
-  $("recording").hidden = !message.recording;
   for (const p of message.participants || []) state.participants.set(p.participant_id, p);
+  $("record").hidden = !me()?.is_host;
+  showRecording(message.recording);
   renderParticipants();
   startMedia(message.tracks || []);
 }

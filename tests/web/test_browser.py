@@ -138,13 +138,15 @@ async def test_two_browsers_see_each_other_through_the_sfu(world, browser):
         size = await page.eval_on_selector(tile(other), "v => [v.readyState, v.videoWidth]")
         assert size[0] >= 2 and size[1] > 0, size
         assert await page.locator("#remote figure").count() == 1  # the other one, not ourselves
-    # The host starts recording (there is no button for it yet): everyone is told, visibly.
-    room = world.client.app[ROOMS].rooms[consult["id"]]
-    host = next(p for p in room.participants.values() if p.is_host and p.name == "clinician")
-    room.set_recording(host.id, True)
+    # The host (the requesting clinic) starts recording: everyone is told, visibly; the
+    # expert, not assigned yet and so not a host, has no such button.
+    assert await expert.is_hidden("#record")
+    await clinic.click("#record")
     for page in (clinic, expert):
         await page.wait_for_selector("#recording:not([hidden])")
         assert "Recording — everyone is told" in await page.inner_text("#recording")
+    assert world.client.app[ROOMS].rooms[consult["id"]].recording
+    assert await clinic.inner_text("#record") == "Stop recording"
     # Only the clinic talks (the expert's microphone is off): the server names the clinician
     # the active speaker from the audio level in the RTP headers, and both pages highlight them.
     await expert.evaluate("document.getElementById('local').srcObject.getAudioTracks()[0].enabled = false")

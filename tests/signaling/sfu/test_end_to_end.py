@@ -240,3 +240,21 @@ async def test_h264_is_forwarded_as_offered(plane: MediaPlane) -> None:
     assert_consecutive(client.counters, publisher.video.sent)
     await client.close()
     await publisher.pc.close()
+
+
+async def test_publisher_gets_bandwidth_feedback_under_the_cap() -> None:
+    """The server's REMB reaches the publisher's encoder: aiortc starts at 500 kbit/s, and the
+    plane's 300 kbit/s ceiling (or a slower subscriber) brings it down."""
+    plane = MediaPlane(SfuConfig(ice=IceConfig(addresses=(LOOPBACK,)), max_bitrate=300_000))
+    publisher = PublisherClient()
+    tracks: dict[str, Track] = {}
+    server = plane.publisher("cart", on_track=lambda t: tracks.__setitem__(t.kind, t))
+    await publisher.accept(await server.answer(await publisher.offer()))
+    video = next(s for s in publisher.pc.getSenders() if s.kind == "video")
+    await wait_for(lambda: video._RTCRtpSender__encoder is not None, what="the video encoder")
+    encoder = video._RTCRtpSender__encoder
+    assert encoder.target_bitrate == 500_000
+    await wait_for(lambda: encoder.target_bitrate == 300_000, what="REMB at the publisher")
+    assert tracks["video"].bitrate.target() == 300_000
+    await publisher.pc.close()
+    await plane.close()

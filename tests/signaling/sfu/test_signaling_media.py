@@ -194,3 +194,34 @@ async def test_host_mute_and_removal_stop_forwarding(consult, signaling) -> None
     assert list(offer["tracks"].values()) == [tracks["video"]]
     count = len(host.subscriber.counters)
     await wait_for(lambda: len(host.subscriber.counters) > count + 10, what="video goes on")
+
+
+async def test_an_offer_from_a_new_connection_replaces_the_old_one(consult) -> None:
+    """A reloaded cart page offers from a fresh RTCPeerConnection while the server still holds
+    the old one: the old tracks leave the room and the new ones are forwarded."""
+    cart, experts, tracks, _ = consult
+    expert = experts[0]
+    old = cart.publisher
+    await cart.publish()
+    unpublished = {(await expert.peer.next("track_unpublished", timeout=10))["track_id"]
+                   for _ in range(2)}
+    assert unpublished == set(tracks.values())
+    # the old tracks' sections turn inactive in a new offer; the new tracks are announced
+    fresh: dict[str, str] = {}
+    answered = False
+    while len(fresh) < 2 or not answered:
+        message = await expert.peer.next(timeout=10)
+        if message["type"] == "track_published":
+            fresh[message["track"]["kind"]] = message["track"]["track_id"]
+        elif message["type"] == "offer":
+            answer = await expert.subscriber.answer(
+                RTCSessionDescription(sdp=message["sdp"], type="offer"))
+            await expert.peer.send(type="answer", sdp=answer.sdp)
+            answered = True
+    assert not set(fresh.values()) & unpublished
+    await expert.peer.send(type="subscribe", track_ids=[fresh["video"]])
+    await expert.answer_next_offer()
+    count = len(expert.subscriber.counters)
+    await wait_for(lambda: len(expert.subscriber.counters) > count + 20, timeout=15,
+                   what="video from the new connection")
+    await old.pc.close()
