@@ -7,7 +7,10 @@ const $ = (id) => document.getElementById(id);
 const state = {
   socket: null, participantId: null, iceServers: [], kind: null, onLeave: null,
   stream: null, media: null, speaker: null, participants: new Map(),
+  grant: null, resumeToken: null, droppedAt: null, retry: null,
 };
+// The server keeps a dropped participant's seat and media for this long (docs/signaling.md).
+const RESUME_GRACE_MS = 30_000;
 // For tests and debugging: the current peer connections.
 window.telemed = {
   get publisher() { return state.media?.publisher ?? null; },
@@ -20,10 +23,15 @@ window.telemed = {
 export function openRoom(grant, onLeave) {
   resetRoom();
   state.onLeave = onLeave;
+  state.grant = grant;
+  connect({ type: "join", token: grant.token });
+}
+
+function connect(join) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/rtc/${grant.room}`);
+  const socket = new WebSocket(`${scheme}://${location.host}/rtc/${state.grant.room}`);
   state.socket = socket;
-  socket.addEventListener("open", () => send({ type: "join", token: grant.token }));
+  socket.addEventListener("open", () => send(join));
   socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
   socket.addEventListener("close", (event) => socketClosed(socket, event));
 }
@@ -32,9 +40,23 @@ function send(message) {
   if (state.socket?.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(message));
 }
 
+// A dropped link (no close from the server, 1006, or 1001 while it restarts) is resumed: the
+// media connections keep running meanwhile. 1000 (left, removed, consult ended) and 1008
+// (refused) are final.
 function socketClosed(socket, event) {
   if (socket !== state.socket) return; // we left on purpose
   state.socket = null;
+  state.droppedAt ??= Date.now();
+  const final = event.code === 1000 || event.code === 1008 || !state.resumeToken;
+  if (!final && Date.now() - state.droppedAt < RESUME_GRACE_MS) {
+    $("media-status").textContent = "Connection lost, reconnecting…";
+    const attempt = Math.min(2 ** (state.retry ?? 0) * 500, 4000);
+    state.retry = (state.retry ?? 0) + 1;
+    setTimeout(() => {
+      if (state.grant) connect({ type: "join", token: state.grant.token, resume: state.resumeToken });
+    }, attempt);
+    return;
+  }
   endMedia();
   showError($("room-error").textContent || `disconnected (${event.code}${event.reason ? `: ${event.reason}` : ""})`);
 }
@@ -44,7 +66,8 @@ function showError(text) {
 }
 
 function resetRoom() {
-  Object.assign(state, { participantId: null, kind: null, speaker: null });
+  Object.assign(state, { participantId: null, kind: null, speaker: null, resumeToken: null,
+                         droppedAt: null, retry: null });
   state.participants.clear();
   for (const id of ["chat", "participants", "media-status", "room-error"]) $(id).replaceChildren();
   $("recording").hidden = true;
@@ -71,7 +94,10 @@ const handlers = {
   chat: addChat,
   room_closed: () => showError("the consult has ended"),
   removed: () => showError("removed by the host"),
-  error: (m) => showError(`${m.code}: ${m.message}`),
+  error: (m) => {
+    if (m.code === "resume_failed") state.resumeToken = null; // the seat is gone: stop trying
+    showError(`${m.code}: ${m.message}`);
+  },
 };
 
 // Only hosts record; everyone is told while it runs (the server says so to all).
@@ -89,6 +115,8 @@ function handle(message) {
 
 function enterRoom(message) {
   state.participantId ||= message.participant_id;
+  if (message.resume_token) state.resumeToken = message.resume_token;
+  Object.assign(state, { droppedAt: null, retry: null });
   state.iceServers = message.ice_servers || state.iceServers;
   if (message.state === "waiting") {
     $("media-status").textContent = "Waiting for the host to admit you.";
@@ -97,6 +125,10 @@ function enterRoom(message) {
   $("media-status").textContent = "";
   state.kind = message.kind;
   $("room-kind").textContent = message.kind === "round" ? "Ward round" : "Consult";
+  const present = new Set((message.participants || []).map((p) => p.participant_id));
+  for (const id of state.participants.keys()) { // left while our link was down
+    if (!present.has(id)) participantLeft({ participant_id: id });
+  }
   for (const p of message.participants || []) state.participants.set(p.participant_id, p);
   $("record").hidden = !me()?.is_host;
   showRecording(message.recording);

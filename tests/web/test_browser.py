@@ -192,3 +192,37 @@ async def test_a_ward_round_viewer_receives_the_presenter_without_publishing(wor
     for page in (presenter, viewer):
         assert await page.locator("#room-error").inner_text() == ""
     assert errors == []
+
+
+async def test_a_dropped_link_resumes_the_seat_and_keeps_the_video(world, browser):
+    """A cart's mobile link drops the signaling socket: the page comes back into the same seat
+    by itself, the other side sees it reconnect and return, and the video never stops."""
+    consult = await world.request_consult()
+    base = str(world.client.make_url("/"))
+    errors: list[str] = []
+    clinic, expert = await new_page(browser, errors), await new_page(browser, errors)
+    await sign_in_and_join(clinic, base, "clinician", world.password, consult["id"])
+    await sign_in_and_join(expert, base, "cardiologist", world.password, consult["id"])
+    await expert.wait_for_selector(tile("clinician"))
+    await assert_video_flowing(expert)
+    room = world.client.app[ROOMS].rooms[consult["id"]]
+    seats = set(room.participants)
+    subscriber = await clinic.evaluate_handle("window.telemed.subscriber")
+    # The link dies under the socket: no close handshake, the page sees 1006.
+    registry = world.client.app[ROOMS]
+    cart = next(p for p in room.participants.values() if p.name == "clinician")
+    registry.sinks[cart.id].ws._req.transport.abort()
+    await expert.wait_for_selector("#participants li:has-text('clinician'):has-text('(reconnecting)')")
+    await expert.wait_for_function(
+        "!document.querySelector('#participants').innerText.includes('reconnecting')")
+    assert set(room.participants) == seats  # the same seat, not a new one
+    assert await clinic.evaluate("s => s === window.telemed.subscriber", subscriber)
+    await assert_video_flowing(expert)
+    await assert_video_flowing(clinic)
+    await clinic.fill("#chat-form input", "back on the 4G link")
+    await clinic.click("#chat-form button")
+    await expert.wait_for_function(
+        "document.querySelector('#chat').innerText.includes('back on the 4G link')")
+    for page in (clinic, expert):
+        assert await page.locator("#room-error").inner_text() == ""
+    assert errors == []
