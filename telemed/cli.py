@@ -108,13 +108,15 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_ecg_send(args: argparse.Namespace) -> int:
     """Replay a recording as an ambulance monitor would, through link drops."""
     import aiohttp
-    from diagnosis.ecg.sender import Sender, create_stream, load_wfdb
+    from diagnosis.ecg.formats import EcgFormatError
+    from diagnosis.ecg.sender import Sender, create_stream, load_recording
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        recording = load_wfdb(args.path)
+        recording = load_recording(args.path)
     except (OSError, ValueError) as exc:
-        print(f"error: cannot read {args.path}: {exc}", file=sys.stderr)
+        where = "" if isinstance(exc, EcgFormatError) else f"{args.path}: "
+        print(f"error: cannot read {where}{exc}", file=sys.stderr)
         return 2
 
     async def send() -> dict:
@@ -169,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     ecg = commands.add_parser("ecg", help="ECG tools").add_subparsers(dest="ecg_command",
                                                                       required=True)
     send = ecg.add_parser("send", help="stream a recording to a server in real time")
-    send.add_argument("path", type=Path, help="a WFDB record header (.hea)")
+    send.add_argument("path", type=Path,
+                      help="a WFDB record (.hea), DICOM ECG (.dcm) or HL7 aECG (.xml) file")
     send.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
     send.add_argument("--token", required=True, help="access token (POST /api/login)")
     send.add_argument("--patient", help="patient ID; a new stream is created for it")

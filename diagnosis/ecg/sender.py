@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -14,20 +15,49 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-import wfdb
 
-from diagnosis.ecg.frames import Frame, encode
+from diagnosis.ecg.formats import read_record
+from diagnosis.ecg.frames import MISSING_SAMPLE, Frame, encode
+from diagnosis.ecg.record import EcgRecord
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Recording:
-    """What is sent: int16 samples as stored, with their meaning."""
+    """What is sent: int16 samples as stored, with their meaning (mV = sample / gain)."""
     samples: np.ndarray
     fs: float
     leads: tuple[str, ...]
     gain: tuple[float, ...]
+    requantised: tuple[str, ...] = ()
+    """One line per lead whose stored integers could not be sent exactly, saying why."""
+
+    @classmethod
+    def from_record(cls, record: EcgRecord) -> Recording:
+        """The record's samples as the frames carry them: int16 with mV = sample / gain, and
+        -32768 where a sample holds no value.
+
+        A lead goes out as stored when its baseline is 0 and its values fit; with a non-zero
+        integer baseline it goes out shifted by it (mV stay exact: MIT-BIH stores 0 mV as 1024).
+        Only a lead whose shifted values do not fit 16 bits, or whose baseline is fractional,
+        is requantised: divided by the smallest whole factor that fits (the gain with it) and
+        rounded; `requantised` says which leads and by how much.
+        """
+        if record.digital is None:
+            raise ValueError("the record has no stored integer samples to send")
+        missing = np.isnan(record.signal)
+        columns, gains, notes = [], [], []
+        for ch, lead in enumerate(record.leads):
+            column, gain, note = _lead_samples(record.digital[:, ch], missing[:, ch],
+                                               float(record.gain[ch]), float(record.baseline[ch]))
+            columns.append(column)
+            gains.append(gain)
+            if note:
+                notes.append(f"{lead}: {note}")
+        samples = (np.column_stack(columns) if columns
+                   else np.zeros((record.n_samples, 0), np.int16))
+        return cls(samples, record.fs, record.leads, tuple(gains), tuple(notes))
 
 
 @dataclass
@@ -37,16 +67,41 @@ class SendReport:
     samples: int
     connections: int
     resent: int
+    requantised: tuple[str, ...] = ()
 
 
-def load_wfdb(header: Path) -> Recording:
-    """A WFDB record's stored integers with their gains, for sending as recorded."""
-    record = wfdb.rdrecord(str(header.with_suffix("")), physical=False)
-    samples = record.d_signal
-    if samples.min() < -32768 or samples.max() > 32767:
-        raise ValueError("samples do not fit 16 bits")
-    return Recording(samples.astype(np.int16), float(record.fs), tuple(record.sig_name),
-                     tuple(float(g) for g in record.adc_gain))
+def load_recording(path: str | Path) -> Recording:
+    """A WFDB record, DICOM ECG or HL7 aECG file, ready to send (EcgFormatError if unreadable);
+    leads that had to be requantised are logged as warnings."""
+    recording = Recording.from_record(read_record(path))
+    for note in recording.requantised:
+        log.warning("%s: lead %s", path, note)
+    return recording
+
+
+def _lead_samples(digital: np.ndarray, missing: np.ndarray, gain: float,
+                  baseline: float) -> tuple[np.ndarray, float, str | None]:
+    """One lead's int16 samples, their gain, and why they are not exact (None if they are)."""
+    present = digital[~missing].astype(np.int64)
+    lowest, highest = MISSING_SAMPLE + 1, 32767
+    if baseline == round(baseline):
+        shifted = present - int(baseline)
+        if not shifted.size or (shifted.min() >= lowest and shifted.max() <= highest):
+            column = np.full(digital.shape, MISSING_SAMPLE, np.int16)
+            column[~missing] = shifted
+            return column, gain, None
+        why = (f"stored values {present.min()}..{present.max()} less the baseline "
+               f"{baseline:g} span {shifted.min()}..{shifted.max()}, beyond 16 bits")
+    else:
+        why = f"the baseline {baseline!r} is not a whole number of steps"
+    values = present - baseline
+    factor = max(1, math.ceil(np.abs(values).max(initial=0.0) / highest))
+    column = np.full(digital.shape, MISSING_SAMPLE, np.int16)
+    column[~missing] = np.rint(values / factor)
+    sent_gain = gain / factor
+    error_uv = 500.0 / sent_gain
+    return column, sent_gain, (f"{why}; requantised to gain {sent_gain:.6g}/mV "
+                               f"(1/{factor} of {gain:.6g}), error at most {error_uv:.2g} uV")
 
 
 def split(recording: Recording, stream_id: uuid.UUID, frame_seconds: float) -> list[Frame]:
@@ -63,6 +118,7 @@ class Sender:
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"}
         self.frames = split(recording, uuid.UUID(stream_id), frame_seconds)
+        self.requantised = recording.requantised
         self.stream_id = stream_id
         self.speed = speed
         self.frame_seconds = frame_seconds
@@ -92,7 +148,8 @@ class Sender:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
         return SendReport(self.stream_id, len(self.frames),
-                          sum(f.n_samples for f in self.frames), self.connections, self.resent)
+                          sum(f.n_samples for f in self.frames), self.connections, self.resent,
+                          self.requantised)
 
     async def _produce(self) -> None:
         """Frames become available as the monitor records them (speed > 1 replays faster)."""
