@@ -2,36 +2,39 @@
 
 Uploads stream part by part to temporary files (never whole in memory) under a size limit;
 each instance is checked and filed on its own, so one bad part fails alone and nothing of it is
-kept. Retrieval serves the stored bytes as they are when the client accepts the stored transfer
-syntax; other transfer syntaxes answer 406 until the transcoding codecs are wired in.
+kept. Retrieval negotiates the transfer syntax through Accept (PS3.18): the stored bytes with
+`transfer-syntax=*` or the stored syntax, else a lossless derivative made and cached by
+`transcode` (Explicit VR Little Endian, JPEG-LS, JPEG 2000, HTJ2K, HTJ2K RPCL, JPEG XL, each
+verified bit-exact); 406 only when nothing asked for can be served.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from aiohttp import MultipartWriter, hdrs, web
-from pydicom.encaps import generate_frames
-from pydicom.uid import UID
 
-from diagnosis.dicom import archive, qido, render
+from diagnosis.dicom import archive, codecs, qido, render, transcode
 from diagnosis.dicom.archive import DicomRejected
+from diagnosis.dicom.transcode import TRANSCODER, transcoder_ctx
 from telemed.api.context import DATABASE, SETTINGS
-from telemed.api.problems import ProblemError, audit_refusal
+from telemed.api.problems import ProblemError, audit_refusal, problem_response
 from telemed.api.security import authenticated
 from telemed.caller import Caller, InvalidRequest
 from telemed.permissions import Forbidden
 from telemed.store import Conflict, NotFound
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+EXPLICIT_VR_LITTLE_ENDIAN = codecs.EXPLICIT_VR_LITTLE_ENDIAN
 CHUNK = 256 * 1024
 FAILED_NOT_AUTHORIZED, FAILED_CANNOT_UNDERSTAND, FAILED_PROCESSING = 0x0124, 0xC000, 0x0110
+log = logging.getLogger(__name__)
 
 
 async def _spool(stream: Any, folder: Path, name: str, budget: list[int]) -> Path:
@@ -151,30 +154,96 @@ async def _instances(request: web.Request, caller: Caller) -> list[dict[str, Any
     return rows
 
 
-def accepted_transfer_syntax(accept: str, stored: set[str]) -> str:
-    """'*' (as stored) or the one transfer syntax asked for; 406 when it cannot be served."""
-    asked = re.findall(r'transfer-syntax="?([0-9.*]+)"?', accept)
-    if not asked:
-        asked = [EXPLICIT_VR_LITTLE_ENDIAN]
-    for syntax in asked:
-        if syntax == "*" or {syntax} >= stored:
-            return syntax
-    raise ProblemError(406, "Not Acceptable",
-                       f"stored as {', '.join(sorted(stored))}; ask with transfer-syntax=* or one of "
-                       "those (transcoding to other syntaxes is not available yet)")
+@dataclass(frozen=True)
+class Acceptable:
+    """One media range of an Accept header: the (part) media type, its transfer-syntax
+    parameter, whether it asked for multipart/related, and its q-value."""
+
+    media: str
+    syntax: str | None
+    multipart: bool
+    q: float
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    parts, current, quoted = [], [], False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_accept(header: str) -> list[Acceptable]:
+    """Media ranges best first (q-value, then order); q=0 ranges are dropped."""
+    found = []
+    for order, item in enumerate(_split_outside_quotes(header, ",")):
+        main, *rest = _split_outside_quotes(item, ";")
+        params = {}
+        for param in rest:
+            key, _, value = param.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"')
+        try:
+            q = float(params.get("q", "1"))
+        except ValueError:
+            q = 1.0
+        main = main.lower()
+        multipart = main == "multipart/related"
+        media = params.get("type", "*").lower() if multipart else main
+        if media in ("*/*", "*"):
+            media, multipart = "*", True  # anything: the default (multipart) representation
+        if q > 0:
+            syntax = params.get("transfer-syntax")
+            found.append((-q, order, Acceptable(media, syntax, multipart, q)))
+    return [a for _q, _order, a in sorted(found, key=lambda t: (t[0], t[1]))]
+
+
+def _offered() -> str:
+    return "transfer-syntax=* (as stored) or one of " + ", ".join(codecs.lossless_targets())
+
+
+async def _negotiate(request: web.Request, rows: list[dict[str, Any]],
+                     candidates: list[str]) -> tuple[str, list[tuple[Path, str]]]:
+    """The first candidate syntax in which every row can be served, with each row's file."""
+    transcoder, reasons = request.app[TRANSCODER], []
+    for syntax in dict.fromkeys(candidates):
+        why = next((w for r in rows if (w := transcode.servable(r, syntax))), None)
+        if why is None:
+            try:
+                files = await asyncio.gather(*(transcoder.instance(r, syntax) for r in rows))
+                return syntax, list(files)
+            except transcode.NotTranscodable as exc:
+                why = str(exc)
+            except (codecs.LosslessMismatch, transcode.TranscodeFailed) as exc:
+                log.error("transcoding refused to serve %s: %s", syntax, exc)
+                raise ProblemError(500, "Internal Server Error",
+                                   f"{exc}; nothing was served") from None
+        reasons.append(f"{syntax}: {why}")
+    asked = "; ".join(reasons) or "no application/dicom media range"
+    raise ProblemError(406, "Not Acceptable", f"cannot serve what was asked ({asked}); "
+                                              f"ask with {_offered()}")
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
-    """WADO-RS: study, series or instance as multipart/related application/dicom."""
+    """WADO-RS: study, series or instance as multipart/related application/dicom, in the first
+    acceptable transfer syntax (default Explicit VR Little Endian; `*` as stored). Lossless
+    transcoding only; objects without pixel data are always sent as stored."""
     caller = await authenticated(request)
     rows = await _instances(request, caller)
-    syntax = accepted_transfer_syntax(request.headers.get("Accept", ""),
-                                      {r["transfer_syntax_uid"] for r in rows})
-    root = request.app[SETTINGS].data_dir
+    accept = parse_accept(request.headers.get("Accept", "")) or [
+        Acceptable("application/dicom", None, True, 1.0)]
+    candidates = [a.syntax or EXPLICIT_VR_LITTLE_ENDIAN for a in accept
+                  if a.media in ("application/dicom", "*")]
+    syntax, files = await _negotiate(request, rows, candidates)
     writer = MultipartWriter("related")
-    for row in rows:
-        writer.append((root / row["path"]).open("rb"), {
-            hdrs.CONTENT_TYPE: f"application/dicom; transfer-syntax={row['transfer_syntax_uid']}"})
+    for path, actual in files:
+        writer.append(path.open("rb"), {
+            hdrs.CONTENT_TYPE: f"application/dicom; transfer-syntax={actual}"})
     content_type = (f'multipart/related; type="application/dicom"; transfer-syntax={syntax}; '
                     f"boundary={writer.boundary}")
     return web.Response(body=writer, headers={hdrs.CONTENT_TYPE: content_type})
@@ -196,21 +265,27 @@ async def metadata(request: web.Request) -> web.Response:
     return web.json_response(body, content_type="application/dicom+json")
 
 
-def _frames(path: Path, wanted: list[int]) -> list[bytes]:
-    ds = pydicom.dcmread(path)
-    count = int(ds.get("NumberOfFrames", 1) or 1)
-    if any(n < 1 or n > count for n in wanted):
-        raise ProblemError(404, "Not Found", f"the instance has frames 1 to {count}")
-    if UID(ds.file_meta.TransferSyntaxUID).is_encapsulated:
-        frames = list(generate_frames(ds.PixelData, number_of_frames=count))
-    else:
-        size = len(ds.PixelData) // count
-        frames = [ds.PixelData[i * size:(i + 1) * size] for i in range(count)]
-    return [frames[n - 1] for n in wanted]
+def _frame_choices(accept: list[Acceptable], stored: str) -> list[tuple[str, Acceptable]]:
+    """(transfer syntax, media range) pairs for frames, per PS3.18 table 8.7.3-2."""
+    choices = []
+    for item in accept:
+        media = item.media
+        if item.syntax == transcode.AS_STORED:
+            choices.append((stored, item))
+        elif media == "*":
+            choices.append((item.syntax or EXPLICIT_VR_LITTLE_ENDIAN, item))
+        elif media in codecs.MEDIA_TYPES:
+            default, allowed = codecs.MEDIA_TYPES[media]
+            if (item.syntax or default) in allowed:
+                choices.append((item.syntax or default, item))
+    return choices
 
 
-async def frames(request: web.Request) -> web.Response:
-    """WADO-RS frames: raw (native) or the stored compressed frames with transfer-syntax=*."""
+async def frames(request: web.Request) -> web.StreamResponse:
+    """WADO-RS frames in the first acceptable media type and transfer syntax: raw
+    (application/octet-stream, the default), image/jls, image/jp2, image/jphc, image/jxl, or as
+    stored with transfer-syntax=*. One frame asked with a single-part media type (not
+    multipart) is sent bare and honours Range (206)."""
     caller = await authenticated(request)
     rows = await _instances(request, caller)
     row = rows[0]
@@ -220,20 +295,56 @@ async def frames(request: web.Request) -> web.Response:
         wanted = [int(n) for n in request.match_info["frames"].split(",")]
     except ValueError:
         raise ProblemError(400, "Bad Request", "frames are numbers separated by commas") from None
+    if any(n < 1 or n > max(row["frames"], 1) for n in wanted):
+        raise ProblemError(404, "Not Found", f"the instance has frames 1 to {row['frames']}")
     stored = row["transfer_syntax_uid"]
-    native = not UID(stored).is_encapsulated
-    accept = request.headers.get("Accept", "")
-    if not native:
-        accepted_transfer_syntax(accept if "transfer-syntax" in accept else "transfer-syntax=none",
-                                 {stored})
-    data = await asyncio.to_thread(_frames, request.app[SETTINGS].data_dir / row["path"], wanted)
-    media = "application/octet-stream" if native else _image_media_type(stored)
+    accept = parse_accept(request.headers.get("Accept", "")) or [
+        Acceptable("application/octet-stream", None, True, 1.0)]
+    choices = [(s, a) for s, a in _frame_choices(accept, stored)
+               if a.multipart or len(wanted) == 1]
+    if not choices:
+        raise ProblemError(406, "Not Acceptable", "ask for multipart/related with type "
+                           f"{', '.join(codecs.MEDIA_TYPES)} (single part for one frame); "
+                           + _offered())
+    keyed: dict[str, tuple[str, Acceptable]] = {}
+    for syntax, item in choices:  # stored native little endian bytes are raw frames as they are
+        native = syntax == EXPLICIT_VR_LITTLE_ENDIAN and stored in transcode.NATIVE_LITTLE_ENDIAN
+        keyed.setdefault(stored if native else syntax, (syntax, item))
+    key, ((path, source_syntax),) = await _negotiate(request, [row], list(keyed))
+    syntax, chosen = keyed[key]
+    _count, data = await asyncio.to_thread(transcode.read_frames, path, source_syntax, wanted)
+    media = codecs.media_type(syntax)
+    part_type = f"{media}; transfer-syntax={syntax}"
+    if not chosen.multipart:
+        return _single_part(request, data[0], part_type)
     writer = MultipartWriter("related")
     for chunk in data:
-        writer.append(chunk, {hdrs.CONTENT_TYPE: f"{media}; transfer-syntax={stored}"
-                              if not native else media})
+        writer.append(chunk, {hdrs.CONTENT_TYPE: part_type})
     return web.Response(body=writer, headers={
-        hdrs.CONTENT_TYPE: f'multipart/related; type="{media}"; boundary={writer.boundary}'})
+        hdrs.CONTENT_TYPE: f'multipart/related; type="{media}"; transfer-syntax={syntax}; '
+                           f"boundary={writer.boundary}"})
+
+
+def _single_part(request: web.Request, data: bytes, content_type: str) -> web.Response:
+    """One frame, bare; `Range: bytes=a-b` answers 206 with that slice (e.g. the first
+    resolutions of an HTJ2K RPCL code stream), unsatisfiable ranges 416."""
+    headers = {hdrs.CONTENT_TYPE: content_type, hdrs.ACCEPT_RANGES: "bytes"}
+    if hdrs.RANGE not in request.headers:
+        return web.Response(body=data, headers=headers)
+    try:
+        wanted = request.http_range
+    except ValueError:
+        return web.Response(body=data, headers=headers)  # a range we do not parse is ignored
+    total = len(data)
+    start = wanted.start if wanted.start is not None else 0
+    start = max(0, total + start) if start < 0 else start
+    stop = total if wanted.stop is None else min(wanted.stop, total)
+    if start >= total or start >= stop:
+        return problem_response(request, 416, "Range Not Satisfiable",
+                                f"the frame has {total} bytes",
+                                headers={hdrs.CONTENT_RANGE: f"bytes */{total}"})
+    headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{stop - 1}/{total}"
+    return web.Response(status=206, body=data[start:stop], headers=headers)
 
 
 def _render(path: Path, frame: int, window: render.Window | None, size: int | None,
@@ -273,15 +384,8 @@ async def rendered(request: web.Request) -> web.Response:
     return web.Response(body=image, content_type=media)
 
 
-def _image_media_type(syntax: str) -> str:
-    return {"1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
-            "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
-            "1.2.840.10008.1.2.4.201": "image/jphc", "1.2.840.10008.1.2.4.202": "image/jphc",
-            "1.2.840.10008.1.2.4.203": "image/jphc", "1.2.840.10008.1.2.4.50": "image/jpeg",
-            "1.2.840.10008.1.2.4.70": "image/jpeg"}.get(syntax, "application/octet-stream")
-
-
 def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(transcoder_ctx)
     study, series = "/dicomweb/studies/{study}", "/dicomweb/studies/{study}/series/{series}"
     instance = series + "/instances/{instance}"
     app.router.add_post("/dicomweb/studies", store)

@@ -155,8 +155,14 @@ async def test_wado_negotiates_transfer_syntax_and_serves_metadata_and_frames(ar
     assert default.status == 200 and f"transfer-syntax={EXPLICIT_LE}" in default.headers[
         "Content-Type"]
     j2k = "/dicomweb/studies/{}/series/{}/instances/{}".format(*uid_of(by_name["RG3_J2KR.dcm"]))
-    refused = await world.client.get(j2k, headers=auth)
-    assert refused.status == 406
+    decompressed = await world.client.get(j2k, headers=auth)
+    assert decompressed.status == 200, "stored JPEG 2000 is sent decompressed by default"
+    (blob,) = await parts(decompressed)
+    assert pydicom.dcmread(io.BytesIO(blob)).file_meta.TransferSyntaxUID == EXPLICIT_LE
+    refused = await world.client.get(j2k, headers={
+        "Accept": 'multipart/related; type="application/dicom"; '
+                  "transfer-syntax=1.2.840.10008.1.2.4.50", **auth})
+    assert refused.status == 406, "lossy output is never made"
     assert "transfer-syntax=*" in (await refused.json(content_type=None))["detail"]
     metadata = await (await world.client.get(url + "/metadata", headers=auth)).json(
         content_type=None)
