@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import pydicom
 from aiohttp import MultipartWriter, hdrs, web
@@ -37,11 +37,12 @@ FAILED_NOT_AUTHORIZED, FAILED_CANNOT_UNDERSTAND, FAILED_PROCESSING = 0x0124, 0xC
 log = logging.getLogger(__name__)
 
 
-async def _spool(stream: Any, folder: Path, name: str, budget: list[int]) -> Path:
+async def _spool(read: Callable[[int], Awaitable[bytes]], folder: Path, name: str,
+                 budget: list[int]) -> Path:
     """Copy one body or part to disk chunk by chunk, counting against the request's budget."""
     path = folder / name
     with path.open("wb") as out:
-        while chunk := await stream.read_chunk(CHUNK):
+        while chunk := await read(CHUNK):
             budget[0] -= len(chunk)
             if budget[0] < 0:
                 raise ProblemError(413, "Content Too Large", "the upload exceeds the size limit")
@@ -52,7 +53,7 @@ async def _spool(stream: Any, folder: Path, name: str, budget: list[int]) -> Pat
 async def _receive(request: web.Request, folder: Path) -> list[Path]:
     budget = [request.app[SETTINGS].max_upload_bytes]
     if request.content_type == "application/dicom":
-        return [await _spool(request.content, folder, "0.dcm", budget)]
+        return [await _spool(request.content.read, folder, "0.dcm", budget)]
     if request.content_type != "multipart/related":
         raise ProblemError(415, "Unsupported Media Type",
                            'send multipart/related; type="application/dicom" or application/dicom')
@@ -62,7 +63,7 @@ async def _receive(request: web.Request, folder: Path) -> list[Path]:
         while (part := await reader.next()) is not None:
             if part.headers.get(hdrs.CONTENT_TYPE, "").split(";")[0].strip() != "application/dicom":
                 raise ProblemError(415, "Unsupported Media Type", "every part must be application/dicom")
-            paths.append(await _spool(part, folder, f"{len(paths)}.dcm", budget))
+            paths.append(await _spool(part.read_chunk, folder, f"{len(paths)}.dcm", budget))
     except (ValueError, AssertionError) as exc:
         raise ProblemError(400, "Bad Request", f"the multipart body cannot be read: {exc}") from None
     if not paths:
@@ -257,6 +258,31 @@ def _metadata(path: Path, base: str, row: dict[str, Any]) -> dict[str, Any]:
                            bulk_data_element_handler=lambda elem: f"{url}/{elem.tag:08X}")
 
 
+def _bulk_value(path: Path, tag: int) -> bytes:
+    """The value of the element a metadata BulkDataURI names: top level first, else the first
+    one inside a sequence (the URI carries only the tag)."""
+    ds = pydicom.dcmread(path)
+    found = ds.get(tag) or next((e for e in ds.iterall() if e.tag == tag), None)
+    if found is None or not isinstance(found.value, bytes):
+        raise ProblemError(404, "Not Found", f"no bulk data element ({tag:08X}) in this instance")
+    return found.value
+
+
+async def bulkdata(request: web.Request) -> web.Response:
+    """WADO-RS bulk data: the BulkDataURIs of the metadata resolve here."""
+    caller = await authenticated(request)
+    row = (await _instances(request, caller))[0]
+    try:
+        tag = int(request.match_info["tag"], 16)
+    except ValueError:
+        raise ProblemError(400, "Bad Request", "the tag is 8 hexadecimal digits") from None
+    value = await asyncio.to_thread(_bulk_value, request.app[SETTINGS].data_dir / row["path"], tag)
+    writer = MultipartWriter("related")
+    writer.append(value, {hdrs.CONTENT_TYPE: "application/octet-stream"})
+    return web.Response(body=writer, headers={hdrs.CONTENT_TYPE: (
+        f'multipart/related; type="application/octet-stream"; boundary={writer.boundary}')})
+
+
 async def metadata(request: web.Request) -> web.Response:
     caller = await authenticated(request)
     rows = await _instances(request, caller)
@@ -397,5 +423,6 @@ def setup(app: web.Application) -> None:
         app.router.add_get(path, retrieve)
         app.router.add_get(path + "/metadata", metadata)
     app.router.add_get(instance + "/frames/{frames}", frames)
+    app.router.add_get(instance + "/bulkdata/{tag:[0-9A-Fa-f]{8}}", bulkdata)
     app.router.add_get(instance + "/{view:rendered|thumbnail}", rendered)
     app.router.add_get(instance + "/frames/{frame:[0-9]+}/{view:rendered|thumbnail}", rendered)

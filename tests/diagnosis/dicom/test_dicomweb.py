@@ -169,6 +169,10 @@ async def test_wado_negotiates_transfer_syntax_and_serves_metadata_and_frames(ar
     assert metadata[0]["00080018"]["Value"] == [sop]
     assert metadata[0]["7FE00010"]["BulkDataURI"].endswith("/bulkdata/7FE00010")
     original = pydicom.dcmread(by_name["01.dcm"])
+    bulk = metadata[0]["7FE00010"]["BulkDataURI"].split("/dicomweb", 1)[1]
+    (pixels,) = await parts(await world.client.get("/dicomweb" + bulk, headers=auth))
+    assert pixels == original.PixelData
+    assert (await world.client.get(url + "/bulkdata/00100010", headers=auth)).status == 404
     frame = await world.client.get(url + "/frames/1", headers=auth)
     (raw,) = await parts(frame)
     assert raw == original.PixelData
@@ -351,3 +355,24 @@ async def test_rendered_and_thumbnail_views(archive_world, files):
     unsupported = await world.client.get(url("emri_small_jpeg_ls_lossless.dcm") + "/rendered",
                                          headers=auth)
     assert unsupported.status == 406
+
+
+async def test_a_plain_application_dicom_upload_is_stored(archive_world, files):
+    """POST /api/dicom with one application/dicom body (no multipart): stored byte-exact."""
+    world = archive_world
+    path = next(p for p in files if pydicom.dcmread(p, stop_before_pixels=True).get("PatientID"))
+    blob = path.read_bytes()
+    response = await world.client.post("/api/dicom", data=blob, headers={
+        "Content-Type": "application/dicom", **world.auth("clinician")})
+    assert response.status == 200, await response.text()
+    study, series, sop = uid_of(path)
+    stored = await world.client.get(
+        f"/dicomweb/studies/{study}/series/{series}/instances/{sop}",
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
+                 **world.auth("clinician")})
+    assert stored.status == 200
+    assert blob in await stored.read()
+    truncated = await world.client.post("/api/dicom", data=blob[:len(blob) // 2], headers={
+        "Content-Type": "application/dicom", **world.auth("clinician")})
+    assert truncated.status in (400, 409, 422), await truncated.text()
+    assert stored_count(world) == (1, 1)
