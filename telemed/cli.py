@@ -138,6 +138,34 @@ def cmd_ecg_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ecg_analyze(args: argparse.Namespace) -> int:
+    """Run the streaming analysis over a recording file and print what it found."""
+    from diagnosis.ecg.analysis import analyze
+    from diagnosis.ecg.formats import EcgFormatError, read_record
+
+    try:
+        record = read_record(args.path)
+    except (OSError, ValueError) as exc:
+        where = "" if isinstance(exc, EcgFormatError) else f"{args.path}: "
+        print(f"error: cannot read {where}{exc}", file=sys.stderr)
+        return 2
+    report = analyze(record).as_json()
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    labels = [beat["label"] for beat in report["beats"]]
+    print(f"{record.n_samples} samples at {report['fs']:g} Hz, leads {', '.join(report['leads'])}")
+    print(f"{len(labels)} beats ({labels.count('V')} ventricular), heart rate "
+          f"{report['heart_rate']['mean_bpm']} bpm")
+    for episode in report["rhythms"]:
+        print(f"  {episode['label']:9s} {episode['start'] / report['fs']:9.2f} s - "
+              f"{episode['end'] / report['fs']:9.2f} s")
+    for alert in report["alerts"]:
+        print(f"ALERT {alert['kind']} at {alert['sample'] / report['fs']:.2f} s"
+              + (f" ({', '.join(alert['leads'])})" if alert["leads"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telemed", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -180,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--stream", help="continue an existing stream instead")
     send.add_argument("--speed", type=float, default=1.0, help="1.0 is real time")
     send.set_defaults(run=cmd_ecg_send)
+    analyze_cmd = ecg.add_parser("analyze", help="beats, rhythm, ST, quality and alerts of a file")
+    analyze_cmd.add_argument("path", type=Path,
+                             help="a WFDB record (.hea), DICOM ECG (.dcm) or HL7 aECG (.xml) file")
+    analyze_cmd.add_argument("--json", action="store_true", help="print the full report as JSON")
+    analyze_cmd.set_defaults(run=cmd_ecg_analyze)
 
     audit_cmd = commands.add_parser("audit", help="audit trail tools").add_subparsers(
         dest="audit_command", required=True)
