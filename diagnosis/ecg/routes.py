@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from diagnosis.ecg import streams
 from diagnosis.ecg.frames import MAX_LEADS, MAX_SAMPLES_PER_FRAME, Frame, FrameError, decode
 from diagnosis.ecg.ingest import Received, StreamError, StreamReceiver
+from diagnosis.ecg.live import LiveAnalysis, report_for
 from telemed.api.body import Field, parse, validate
 from telemed.api.context import BUS, DATABASE, SETTINGS, open_websocket
 from telemed.api.problems import ProblemError, audit_refusal
@@ -42,7 +43,10 @@ class LiveStream:
     orders frames; `storing` holds the tasks that file them (see `_take`)."""
     receiver: StreamReceiver
     file: streams.SampleFile
+    patient_id: str
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    analysis: LiveAnalysis | None = None
+    analysis_failed: bool = False
     socket: web.WebSocketResponse | None = None
     storing: set[asyncio.Task] = field(default_factory=set)
 
@@ -67,7 +71,7 @@ class Ingest:
             leads = len(info.format.leads) if info.format else 0
             live = LiveStream(streams.receiver_for(info),
                               streams.SampleFile(streams.samples_path(data_dir, info.id), leads,
-                                                 info.samples))
+                                                 info.samples), info.patient_id)
             self.live[info.id] = live
         return live
 
@@ -136,6 +140,42 @@ async def _store(request: web.Request, live: LiveStream, result: Received) -> No
     await request.app[BUS].publish(channel(receiver.stream_id), {
         "type": "samples", "first_sample": result.ready[0].first_sample,
         "samples": samples.tolist(), "complete": receiver.complete})
+    await _analyse(request, live, result.ready[0].first_sample, samples)
+
+
+async def _analyse(request: web.Request, live: LiveStream, first_sample: int,
+                   samples: np.ndarray) -> None:
+    """The live analysis of the samples just stored: followers get what became final, alerts
+    are kept with the recording. Its failure is logged and ends the analysis of this stream,
+    never the ingest (the samples are stored and acknowledged already)."""
+    receiver = live.receiver
+    if live.analysis_failed or receiver.format is None:
+        return
+    try:
+        if live.analysis is None:
+            sex, age = await request.app[DATABASE].read(streams.demographics, live.patient_id)
+            live.analysis = await asyncio.to_thread(LiveAnalysis.resume, receiver.format, sex, age,
+                                                    live.file.path, first_sample)
+        message = await asyncio.to_thread(live.analysis.push, samples)
+        if receiver.complete:
+            final = await asyncio.to_thread(live.analysis.finish)
+            message = final if message is None else {
+                **final, "beats": message["beats"] + final["beats"],
+                "rhythms": message["rhythms"] + final["rhythms"],
+                "alerts": message["alerts"] + final["alerts"]}
+    except Exception:
+        log.exception("live analysis of ECG stream %s failed; it stops", receiver.stream_id)
+        live.analysis_failed = True
+        return
+    if message is None:
+        return
+    try:
+        if message["alerts"]:
+            await request.app[DATABASE].write(streams.record_alerts, receiver.stream_id,
+                                              message["alerts"])
+        await request.app[BUS].publish(channel(receiver.stream_id), message)
+    except Exception:
+        log.exception("delivering the analysis of ECG stream %s failed", receiver.stream_id)
 
 
 async def _take(request: web.Request, live: LiveStream, frame: Frame) -> Received:
@@ -223,7 +263,8 @@ async def follow(request: web.Request) -> web.WebSocketResponse:
     subscription = await request.app[BUS].subscribe(channel(info.id))
     async with subscription:
         current = await request.app[DATABASE].read(streams.progress, info.id)
-        await ws.send_json({"type": "stream", **current.public()})
+        raised = await request.app[DATABASE].read(streams.alerts, info.id)
+        await ws.send_json({"type": "stream", **current.public(), "alerts": raised})
         fs, leads = (current.format.fs, len(current.format.leads)) if current.format else (0.0, 1)
         start = max(0, current.samples - round(asked.get("seconds", 10) * fs))
         backlog = await asyncio.to_thread(
@@ -244,10 +285,31 @@ async def follow(request: web.Request) -> web.WebSocketResponse:
 async def _relay(ws: web.WebSocketResponse, subscription, sent_up_to: int) -> None:
     while True:
         message = await subscription.get()
-        if message is None or message["first_sample"] < sent_up_to:
+        if message is None:
+            continue
+        if message["type"] == "analysis":
+            await ws.send_json(message)
+            continue
+        if message["first_sample"] < sent_up_to:
             continue
         sent_up_to = message["first_sample"] + len(message["samples"])
         await ws.send_json(message)
+
+
+async def get_analysis(request: web.Request) -> web.Response:
+    """The analysis of everything stored (the same as the live one: it does not depend on how
+    the samples arrived) and the alerts raised while it was received, with their times."""
+    caller = await authenticated(request)
+    info = await request.app[DATABASE].write(streams.open_for, caller, request.match_info["id"],
+                                             "ecg.read")
+    raised = await request.app[DATABASE].read(streams.alerts, info.id)
+    if info.format is None or not info.samples:
+        return web.json_response({"samples": 0, "alerts_raised": raised})
+    sex, age = await request.app[DATABASE].read(streams.demographics, info.patient_id)
+    report = await asyncio.to_thread(
+        report_for, info.format, sex, age,
+        streams.samples_path(request.app[SETTINGS].data_dir, info.id), info.samples)
+    return web.json_response({**report, "alerts_raised": raised})
 
 
 async def _refuse(ws: web.WebSocketResponse, code: str, message: str) -> web.WebSocketResponse:
@@ -266,6 +328,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/ecg/streams", create_stream)
     app.router.add_get("/api/ecg/streams/{id}", get_stream)
     app.router.add_get("/api/ecg/streams/{id}/samples", get_samples)
+    app.router.add_get("/api/ecg/streams/{id}/analysis", get_analysis)
     app.router.add_get("/ecg/ingest/{id}", ingest)
     app.router.add_get("/ecg/follow/{id}", follow)
     app.cleanup_ctx.append(_ingest_ctx)

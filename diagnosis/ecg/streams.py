@@ -12,6 +12,7 @@ import os
 import sqlite3
 import uuid
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,32 @@ def record_progress(conn: sqlite3.Connection, stream_id: str, fmt: StreamFormat,
         "fs": fmt.fs, "leads": json.dumps(list(fmt.leads)), "gain": json.dumps(list(fmt.gain)),
         "next_seq": next_seq, "samples": samples, "state": "complete" if complete else "open",
         "updated_at": now_iso()})
+
+
+def demographics(conn: sqlite3.Connection, patient_id: str) -> tuple[str | None, float | None]:
+    """The patient's sex ("M"/"F" or None) and age in years, for the STEMI cut-points."""
+    patient = accounts.get_patient(conn, patient_id)
+    sex = patient["sex"] if patient["sex"] in ("M", "F") else None
+    age = None
+    if patient.get("birth_date"):
+        born = date.fromisoformat(patient["birth_date"])
+        age = (date.today() - born).days / 365.25
+    return sex, age
+
+
+def record_alerts(conn: sqlite3.Connection, stream_id: str, alerts: list[dict[str, Any]]) -> None:
+    for alert in alerts:
+        conn.execute("INSERT OR IGNORE INTO ecg_alerts (stream_id, kind, sample, leads, raised_at)"
+                     " VALUES (?, ?, ?, ?, ?)", (stream_id, alert["kind"], alert["sample"],
+                                                 json.dumps(alert["leads"]), now_iso()))
+
+
+def alerts(conn: sqlite3.Connection, stream_id: str) -> list[dict[str, Any]]:
+    """Alerts raised while the stream was received, with when they were raised."""
+    return [{"kind": r["kind"], "sample": r["sample"], "leads": json.loads(r["leads"]),
+             "raised_at": r["raised_at"]} for r in conn.execute(
+        "SELECT kind, sample, leads, raised_at FROM ecg_alerts WHERE stream_id = ?"
+        " ORDER BY sample, kind", (stream_id,))]
 
 
 class SampleFile:

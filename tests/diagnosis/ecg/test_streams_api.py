@@ -187,12 +187,16 @@ async def test_expert_follows_a_live_stream_with_backlog(world, mitdb_minute):
         first = await follower.receive_json(timeout=5)
         assert first["type"] == "stream" and first["leads"] == ["MLII", "V5"]
         received: dict[int, list] = {}
-        while True:
+        live_beats: list[int] = []
+        complete = False
+        while not complete or message["type"] != "analysis":
             message = await follower.receive_json(timeout=10)
+            if message["type"] == "analysis":
+                live_beats += [beat["sample"] for beat in message["beats"]]
+                continue
             assert message["type"] == "samples"
             received[message["first_sample"]] = message["samples"]
-            if message["complete"]:
-                break
+            complete = message["complete"]
         await task
         await follower.close()
     starts = sorted(received)
@@ -200,6 +204,13 @@ async def test_expert_follows_a_live_stream_with_backlog(world, mitdb_minute):
     joined = np.concatenate([np.asarray(received[s], dtype=np.int16) for s in starts])
     assert starts[0] + len(joined) == len(mitdb_minute.samples)
     assert np.array_equal(joined, mitdb_minute.samples[starts[0]:])
+    # The beats followers were told of live are exactly those of an analysis of the whole
+    # recording (up to the moment the follower joined).
+    stored = await world.call("GET", f"/api/ecg/streams/{stream_id}/analysis", "cardiologist",
+                              expect=200)
+    assert stored["n_samples"] == len(mitdb_minute.samples) and len(stored["beats"]) > 60
+    whole = [beat["sample"] for beat in stored["beats"]]
+    assert live_beats and live_beats == whole[len(whole) - len(live_beats):]
 
 
 async def test_following_needs_a_valid_token_and_access(world):

@@ -1,0 +1,85 @@
+"""Live analysis over the real server: an ambulance stream whose heart stops raises an ASYSTOLE
+alert at the following expert within a second of the sample that settles it, the alert is kept
+with the recording, and a garbage stretch does not stop the analysis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import numpy as np
+import pytest
+import wfdb
+
+from diagnosis.ecg.frames import Frame, encode
+
+FS = 360.0
+FRAME = 90  # 0.25 s
+
+
+@pytest.fixture
+def arrest(shared_data) -> np.ndarray:
+    """30 s of MIT-BIH 100, then 8 s of baseline with electrode noise and no beat, then 10 s of
+    its rhythm again: a real trace with an asystole in the middle (stored integers)."""
+    record = wfdb.rdrecord(str(shared_data / "ecg" / "mitdb" / "100"), physical=False,
+                           sampto=int(FS * 40))
+    samples = record.d_signal.astype(np.int16)
+    noise = np.random.default_rng(7).normal(0, 2, (int(FS * 8), 2))
+    flat = (np.median(samples, axis=0) + noise).astype(np.int16)
+    return np.concatenate([samples[:int(FS * 30)], flat, samples[int(FS * 30):]])
+
+
+async def test_an_asystole_alert_reaches_the_expert_within_a_second(world, arrest):
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient}, expect=201)
+    stream = uuid.UUID(created["id"])
+    follower = await world.client.ws_connect(f"/ecg/follow/{stream}")
+    await follower.send_json({"type": "follow", "token": world.tokens["clinician"]})
+    assert (await follower.receive_json(timeout=5))["type"] == "stream"
+    alerts: list[tuple[float, dict]] = []
+
+    async def follow() -> None:
+        while True:
+            message = await follower.receive_json(timeout=20)
+            if message["type"] == "analysis":
+                alerts.extend((time.monotonic(), {**a, "up_to": message["up_to_sample"]})
+                              for a in message["alerts"])
+            elif message.get("complete"):
+                return
+
+    reading = asyncio.create_task(follow())
+    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}",
+                                           headers=world.auth("clinician"))
+    assert (await ingest.receive_json())["type"] == "ready"
+    sent_at: list[float] = []
+    count = len(arrest) // FRAME
+    for seq in range(count):
+        chunk = arrest[seq * FRAME:(seq + 1) * FRAME]
+        if seq == 40:  # a garbage frame in the middle: refused, nothing else changes
+            await ingest.send_bytes(b"\x00" * 40)
+            assert (await ingest.receive_json())["code"] == "bad_frame"
+        frame = Frame(stream, seq, seq * FRAME, FS, ("MLII", "V5"), (200.0, 200.0), chunk,
+                      end=seq == count - 1)
+        await ingest.send_bytes(encode(frame))
+        sent_at.append(time.monotonic())
+        assert (await ingest.receive_json())["ack"] == seq
+        await asyncio.sleep(0.002)
+    await asyncio.wait_for(reading, 20)
+    await ingest.close()
+    await follower.close()
+
+    asystole = [(at, a) for at, a in alerts if a["kind"] == "ASYSTOLE"]
+    assert len(asystole) == 1, alerts
+    arrived, alert = asystole[0]
+    # raised when 4 s have passed without a beat: the last beat came just before 30 s
+    assert FS * 32.5 <= alert["sample"] <= FS * 34.5, alert
+    settled_by = (alert["up_to"] - 1) // FRAME  # the frame whose samples made it final
+    latency = arrived - sent_at[settled_by]
+    assert 0 <= latency <= 1.0, latency
+    stored = await world.call("GET", f"/api/ecg/streams/{stream}/analysis", "clinician",
+                              expect=200)
+    assert [(a["kind"], a["sample"]) for a in stored["alerts_raised"]] == [
+        ("ASYSTOLE", alert["sample"])]
+    assert stored["alerts_raised"][0]["raised_at"]
+    assert ("ASYSTOLE", alert["sample"]) in [(a["kind"], a["sample"]) for a in stored["alerts"]]
