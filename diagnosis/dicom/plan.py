@@ -1,0 +1,275 @@
+"""What to send next over one viewer's link: an I/O-free planner.
+
+Every frame is one progressive code stream whose resolution levels end at known byte offsets;
+a viewer holds a prefix of each (what it had plus what was sent since). The plan, rebuilt
+between sends (so it follows the view, newly ready frames and the measured link), is:
+
+1. the frame in view: a first look (the 1/4-resolution prefix, or a smaller level when the
+   measured rate cannot carry that within FIRST_LOOK_S), then the rest of its code stream;
+2. a preview (the 1/4-resolution prefix) of every other frame, outward from the view;
+3. the rest of every frame, outward from the view.
+
+With `previews_first` the rest of the view's stream moves from 1. to the head of 3.: previews
+of every frame come sooner (by the view's remaining bytes, ~25 % of all previews on the GE CT)
+and the view reaches full quality later.
+
+Items start where the viewer's prefix ends, so nothing already sent is sent again; only
+frames that are ready (encoded and verified) are planned. The summary says how far along the
+plan is and, from the measured rate and RTT, when previews and full quality will be there.
+
+The measured link comes from the sender's own socket: `parse_tcp_info` reads Linux's
+struct tcp_info, and `LinkMeter` turns those samples into a rate and an RTT; both are I/O-free
+(the caller does the getsockopt).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+PREVIEW, DIAGNOSTIC = "preview", "diagnostic"
+NONE, UNAVAILABLE = "none", "unavailable"
+FIRST_LOOK_S = 0.3
+"""Line time the first look may take before a smaller resolution is sent first."""
+
+
+@dataclass(frozen=True)
+class FrameLevels:
+    """A frame's code stream as the planner sees it: where each resolution level ends
+    (level 0 is the smallest image; the last end is the stream's length) and which level is
+    the preview."""
+    index: int
+    level_ends: tuple[int, ...]
+    preview_level: int
+
+    def __post_init__(self) -> None:
+        ends = self.level_ends
+        if not ends or any(b <= a for a, b in zip(ends, ends[1:])) or ends[0] <= 0:
+            raise ValueError(f"frame {self.index}: level ends must rise from above 0: {ends}")
+        if not 0 <= self.preview_level < len(ends):
+            raise ValueError(f"frame {self.index}: no level {self.preview_level}")
+
+    @property
+    def length(self) -> int:
+        return self.level_ends[-1]
+
+    @property
+    def preview_end(self) -> int:
+        return self.level_ends[self.preview_level]
+
+    def level_at(self, offset: int) -> int:
+        """The highest level complete within the first `offset` bytes, or -1 for none."""
+        return sum(1 for end in self.level_ends if end <= offset) - 1
+
+
+@dataclass(frozen=True)
+class Link:
+    """The measured link: delivery rate in bits/s and round-trip time in seconds (None: not
+    measured yet)."""
+    rate_bps: float | None = None
+    rtt_s: float | None = None
+
+    def seconds(self, size: int) -> float | None:
+        if not self.rate_bps:
+            return None
+        return size * 8 / self.rate_bps + (self.rtt_s or 0.0)
+
+
+@dataclass(frozen=True)
+class Item:
+    """Bytes [start, end) of one frame's code stream; `level` is the resolution level complete
+    once they are there, `label` says whether the frame is then a preview or diagnostic."""
+    frame_index: int
+    start: int
+    end: int
+    label: str
+    level: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def outward(view: int, count: int) -> Iterator[int]:
+    """view, view+1, view-1, view+2, view-2, ... within 0..count-1."""
+    yield view
+    for step in range(1, count):
+        if view + step < count:
+            yield view + step
+        if view - step >= 0:
+            yield view - step
+
+
+def first_look_level(frame: FrameLevels, link: Link, budget_s: float = FIRST_LOOK_S) -> int:
+    """The preview level, unless the measured rate carries it in more than `budget_s` of line
+    time; then the largest smaller level that fits (at least level 0)."""
+    if not link.rate_bps:
+        return frame.preview_level
+    fits = link.rate_bps * budget_s / 8
+    level = frame.preview_level
+    while level > 0 and frame.level_ends[level] > fits:
+        level -= 1
+    return level
+
+
+def _item(frame: FrameLevels, start: int, end: int) -> Item:
+    label = PREVIEW if end < frame.length else DIAGNOSTIC
+    return Item(frame.index, start, end, label, frame.level_at(end))
+
+
+def plan(frames: Mapping[int, FrameLevels], count: int, view: int, have: Mapping[int, int],
+         link: Link = Link(), previews_first: bool = False) -> list[Item]:
+    """The items to send, in order. `frames` holds the ready frames by series index (0 to
+    count-1), `have` the bytes of each frame's prefix the viewer holds already. With
+    `previews_first` (a viewer about to scroll), the rest of the view's stream waits until
+    every frame has its preview, leading the full-quality part instead."""
+    if not 0 <= view < count:
+        raise ValueError(f"frame {view} is not in 0..{count - 1}")
+    order = [i for i in outward(view, count) if i in frames]
+    held = {i: min(max(0, have.get(i, 0)), frames[i].length) for i in order}
+    items: list[Item] = []
+    if view in frames:
+        frame, start = frames[view], held[view]
+        look = frame.level_ends[first_look_level(frame, link)]
+        if start < look:
+            items.append(_item(frame, start, look))
+            start = look
+        if start < frame.length and not previews_first:
+            items.append(_item(frame, start, frame.length))
+            start = frame.length
+        held[view] = start
+    for index in order:
+        frame = frames[index]
+        if held[index] < frame.preview_end:
+            items.append(_item(frame, held[index], frame.preview_end))
+            held[index] = frame.preview_end
+    for index in order:
+        frame = frames[index]
+        if held[index] < frame.length:
+            items.append(_item(frame, held[index], frame.length))
+    return items
+
+
+def state(frame: FrameLevels | None, held: int) -> str:
+    """What a viewer holding `held` bytes of the frame can show: "diagnostic" (the whole,
+    bit-exact stream), "preview" (some reduced resolution), or "none"."""
+    if frame is None:
+        return NONE
+    if held >= frame.length:
+        return DIAGNOSTIC
+    return PREVIEW if frame.level_at(held) >= 0 else NONE
+
+
+@dataclass(frozen=True)
+class Summary:
+    phase: str
+    """"view", "previews", "diagnostic" (what the next item is for), "waiting" (for frames
+    being made) or "done"."""
+    items: int
+    view_bytes: int
+    preview_bytes: int
+    diagnostic_bytes: int
+    previews_eta_s: float | None
+    done_eta_s: float | None
+
+    def as_dict(self, next_items: Sequence[Item] = ()) -> dict:
+        return {"phase": self.phase, "items": self.items, "view_bytes": self.view_bytes,
+                "preview_bytes": self.preview_bytes, "diagnostic_bytes": self.diagnostic_bytes,
+                "previews_eta_s": _round(self.previews_eta_s), "done_eta_s": _round(self.done_eta_s),
+                "next": [{"frame_index": i.frame_index, "start": i.start, "end": i.end,
+                          "label": i.label, "level": i.level} for i in next_items]}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def summarize(items: Sequence[Item], view: int, link: Link = Link(),
+              waiting: bool = False) -> Summary:
+    """Bytes still to send for the view, the previews and full quality, and when (from the
+    link) the last preview and the last byte should arrive. With no items, the phase is
+    "waiting" while frames are still being made (`waiting`), else "done"."""
+    view_bytes = sum(i.size for i in items if i.frame_index == view)
+    preview_bytes = sum(i.size for i in items if i.frame_index != view and i.label == PREVIEW)
+    diagnostic_bytes = sum(i.size for i in items) - view_bytes - preview_bytes
+    if not items:
+        phase = "waiting" if waiting else "done"
+    elif items[0].frame_index == view:
+        phase = "view"
+    else:
+        phase = "previews" if items[0].label == PREVIEW else "diagnostic"
+    last_preview = max((n for n, i in enumerate(items) if i.label == PREVIEW), default=-1)
+    previews_eta = link.seconds(sum(i.size for i in items[:last_preview + 1]))
+    return Summary(phase, len(items), view_bytes, preview_bytes, diagnostic_bytes,
+                   previews_eta if last_preview >= 0 else 0.0,
+                   link.seconds(sum(i.size for i in items)) if items else 0.0)
+
+
+# -- the measured link ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TcpInfo:
+    rtt_s: float
+    min_rtt_s: float
+    delivery_rate_bps: float
+    app_limited: bool
+    bytes_acked: int
+    notsent_bytes: int
+    cwnd: int
+    mss: int
+
+
+def parse_tcp_info(raw: bytes) -> TcpInfo | None:
+    """Linux struct tcp_info (kernel 4.19 or later for every field used); None if shorter."""
+    if len(raw) < 168:
+        return None
+    mss, = struct.unpack_from("=I", raw, 16)
+    rtt, = struct.unpack_from("=I", raw, 68)
+    cwnd, = struct.unpack_from("=I", raw, 80)
+    acked, = struct.unpack_from("=Q", raw, 120)
+    notsent, min_rtt = struct.unpack_from("=II", raw, 144)
+    rate, = struct.unpack_from("=Q", raw, 160)
+    return TcpInfo(rtt / 1e6, min_rtt / 1e6, rate * 8.0, bool(raw[7] & 1), acked, notsent, cwnd, mss)
+
+
+class LinkMeter:
+    """Rate and RTT from TCP_INFO samples: the kernel's delivery-rate samples, smoothed, taken
+    at face value when the sender was not application-limited (else only as a floor), and the
+    acknowledged bytes over the last `window_s` (goodput) while no such sample exists."""
+
+    def __init__(self, window_s: float = 1.0, alpha: float = 0.3) -> None:
+        self.window_s, self.alpha = window_s, alpha
+        self.rtt_s: float | None = None
+        self.min_rtt_s: float | None = None
+        self.bytes_acked = 0
+        self._rate: float | None = None
+        self._acked: deque[tuple[float, int]] = deque()
+
+    def add(self, at: float, info: TcpInfo) -> None:
+        self.rtt_s = info.rtt_s or self.rtt_s
+        self.min_rtt_s = info.min_rtt_s or self.min_rtt_s
+        self.bytes_acked = info.bytes_acked
+        self._acked.append((at, info.bytes_acked))
+        while len(self._acked) > 2 and at - self._acked[1][0] >= self.window_s:
+            self._acked.popleft()
+        rate = info.delivery_rate_bps
+        if rate > 0 and not info.app_limited:
+            self._rate = rate if self._rate is None else self._rate + self.alpha * (rate - self._rate)
+        elif rate > (self._rate or 0):
+            self._rate = rate
+
+    @property
+    def goodput_bps(self) -> float | None:
+        if len(self._acked) < 2:
+            return None
+        (t0, b0), (t1, b1) = self._acked[0], self._acked[-1]
+        return (b1 - b0) * 8 / (t1 - t0) if t1 - t0 >= 0.2 else None
+
+    @property
+    def rate_bps(self) -> float | None:
+        return self._rate or self.goodput_bps
+
+    def link(self) -> Link:
+        return Link(self.rate_bps, self.rtt_s)
