@@ -7,10 +7,13 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -163,3 +166,41 @@ async def world(settings: Settings, aiohttp_client) -> World:
         world.tokens[username] = body["token"]
     return world
 
+
+
+TELEMED = [sys.executable, "-m", "telemed.cli"]
+"""The `telemed` command, run as a subprocess of this interpreter."""
+
+
+@pytest.fixture
+def telemed_server(unused_tcp_port: int) -> Iterator[Callable[..., tuple[subprocess.Popen, str]]]:
+    """Start `telemed serve --data DIR [flags]` as a real process on a free port; returns the
+    process and its base URL once /healthz answers. Whatever is still running at the end of the
+    test is stopped."""
+    started: list[subprocess.Popen] = []
+
+    def start(data_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+        process = subprocess.Popen(
+            [*TELEMED, "serve", "--data", str(data_dir), "--port", str(unused_tcp_port), *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(process)
+        base = f"http://127.0.0.1:{unused_tcp_port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+                    if response.status == 200:
+                        return process, base
+            except (OSError, urllib.error.HTTPError):
+                time.sleep(0.1)
+        process.kill()
+        pytest.fail(f"server did not start: {process.stdout.read()}")
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy import signal as sps
 from scipy.ndimage import maximum_filter1d
 
 from diagnosis.ecg import filters

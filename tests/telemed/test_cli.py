@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -59,26 +58,11 @@ def _get(url: str, data: bytes | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _serve(tmp_path: Path, port: int, *extra: str) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([*TELEMED, "serve", "--data", str(tmp_path), "--port", str(port),
-                                *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if _get(base + "/healthz")[0] == 200:
-                return process, base
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"server did not start: {process.stdout.read()}")
-
-
 @pytest.mark.parametrize("bus", ["local", "redis"])
-def test_serve_answers_health_metrics_and_demo_login(tmp_path, bus, request, unused_tcp_port):
+def test_serve_answers_health_metrics_and_demo_login(tmp_path, bus, request, telemed_server):
     users = json.loads(run("demo", "--data", str(tmp_path)).stdout)["users"]
     extra = ("--redis", request.getfixturevalue("redis_url")) if bus == "redis" else ()
-    process, base = _serve(tmp_path, unused_tcp_port, *extra)
+    process, base = telemed_server(tmp_path, *extra)
     try:
         status, body = _get(base + "/healthz")
         health = json.loads(body)
@@ -100,10 +84,10 @@ def test_serve_refuses_a_bad_setting(tmp_path):
     assert result.returncode == 2 and "port" in result.stderr
 
 
-async def test_shutdown_with_open_sockets_is_prompt_and_clean(tmp_path, unused_tcp_port):
+async def test_shutdown_with_open_sockets_is_prompt_and_clean(tmp_path, telemed_server):
     """Open WebSockets must not hold shutdown for the whole grace period (aiohttp #2200)."""
     users = json.loads(run("demo", "--data", str(tmp_path)).stdout)["users"]
-    process, base = _serve(tmp_path, unused_tcp_port)
+    process, base = telemed_server(tmp_path)
     try:
         secret = (tmp_path / "secret.key").read_text().strip()
         room_token = TokenService(secret, 60).issue(Claims(
@@ -140,10 +124,10 @@ async def test_shutdown_with_open_sockets_is_prompt_and_clean(tmp_path, unused_t
             process.kill()
 
 
-def test_ecg_send_replays_a_record_into_a_server(tmp_path, unused_tcp_port, shared_data):
+def test_ecg_send_replays_a_record_into_a_server(tmp_path, telemed_server, shared_data):
     users = json.loads(run("demo", "--data", str(tmp_path)).stdout)["users"]
     medic = next(u for u in users if u["role"] == "clinician")
-    process, base = _serve(tmp_path, unused_tcp_port)
+    process, base = telemed_server(tmp_path)
     try:
         status, body = _get(base + "/api/login", json.dumps(
             {"username": medic["username"], "password": medic["password"]}).encode())

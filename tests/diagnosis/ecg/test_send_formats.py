@@ -8,7 +8,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -76,26 +75,11 @@ def _get(url: str, data: bytes | None = None, token: str | None = None):
         return response.status, dict(response.headers), response.read()
 
 
-def _serve(data_dir: Path, port: int) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([*TELEMED, "serve", "--data", str(data_dir), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if _get(base + "/healthz")[0] == 200:
-                return process, base
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"server did not start: {process.stdout.read()}")
-
-
-def test_dicom_and_aecg_files_replay_into_a_server(tmp_path: Path, unused_tcp_port: int,
+def test_dicom_and_aecg_files_replay_into_a_server(tmp_path: Path, telemed_server,
                                                    shared_data: Path) -> None:
     users = json.loads(run("demo", "--data", str(tmp_path)).stdout)["users"]
     medic = next(u for u in users if u["role"] == "clinician")
-    process, base = _serve(tmp_path, unused_tcp_port)
+    process, base = telemed_server(tmp_path)
     try:
         login = json.dumps({"username": medic["username"], "password": medic["password"]})
         token = json.loads(_get(base + "/api/login", login.encode())[2])["token"]

@@ -189,10 +189,12 @@ async def test_expert_follows_a_live_stream_with_backlog(world, mitdb_minute):
         received: dict[int, list] = {}
         live_beats: list[int] = []
         complete = False
-        while not complete or message["type"] != "analysis":
+        while True:  # the samples, then the analysis of the end of the stream
             message = await follower.receive_json(timeout=10)
             if message["type"] == "analysis":
                 live_beats += [beat["sample"] for beat in message["beats"]]
+                if complete:
+                    break
                 continue
             assert message["type"] == "samples"
             received[message["first_sample"]] = message["samples"]

@@ -8,7 +8,6 @@ on the machine's other addresses can appear. Clients use no STUN/TURN server.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import math
 import re
 from collections.abc import AsyncIterator

@@ -12,7 +12,7 @@ import av
 import pytest
 from aiortc import RTCSessionDescription
 
-from .conftest import PublisherClient, read_counter, wait_for
+from .conftest import PublisherClient, read_counter
 
 pytestmark = pytest.mark.slow
 
