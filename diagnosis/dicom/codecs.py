@@ -1,10 +1,14 @@
 """Lossless pixel codecs, one registry entry per transfer syntax UID (in pydicom's spirit).
 
 Each `Codec` names its syntax, its media type for WADO-RS frames (PS3.18), the packages it needs
-and whether it can encode, decode or both. Encoders exist only for lossless syntaxes: lossy
-output is never produced here. Every encoded frame is decoded again and compared with the
-source samples before it is returned; a difference raises `LosslessMismatch`, so altered pixels
-are never served.
+and whether it can encode, decode or both. Registry encoders exist only for lossless syntaxes:
+the registry never produces lossy output. Every encoded frame is decoded again and compared
+with the source samples before it is returned; a difference raises `LosslessMismatch`, so
+altered pixels are never served.
+
+Lossy encoders (JPEG 2000 irreversible, HTJ2K irreversible, JPEG-LS near-lossless) live apart in
+`LOSSY_ENCODERS`, each aiming at a compression ratio cap and verified by decoding; only
+`transcode.derive_lossy` uses them, behind a per-institution policy (see the end of this file).
 
 Frames are numpy arrays of the dataset's container type (`PixelFormat.dtype`, e.g. int16 for
 Bits Allocated 16 with Pixel Representation 1), shaped (rows, columns) or (rows, columns,
@@ -378,3 +382,236 @@ def media_type(uid: str) -> str:
         if str(uid) in syntaxes:
             return media
     return "application/octet-stream"
+
+
+# -- lossy encoders -----------------------------------------------------------------------------
+#
+# Kept apart from REGISTRY, whose encoders are lossless only (`Codec.can_encode` stays False for
+# every lossy syntax and `Codec.encode_frame` refuses them). These are reached only through
+# `transcode.derive_lossy`, which the WADO-RS handlers call when the caller's institution has
+# the lossy imaging policy on and the client named the syntax in Accept. Each encoder aims at a
+# compression ratio cap (uncompressed frame bytes in the container / code stream bytes) with
+# the codec's own rate parameter, keeps the largest ratio found that does not exceed the cap,
+# and verifies the result by decoding it with the registry's decoder: the ratio is at most the
+# cap, every sample is inside the Bits Stored range, no sample is off by half that range or
+# more (a wrapped sample), and JPEG-LS errors are at most NEAR. A frame that fails is refused
+# (`LossyUnsuitable`), never served.
+
+RATIO_SEARCH_STEPS = 14   # search steps after the two ends, at most
+RATIO_GOOD_ENOUGH = 0.95  # stop searching once the ratio is within 5 % below the cap
+J2K_QUALITY = (10.0, 150.0)  # OpenJPEG fixed-quality targets (PSNR, dB) searched between
+HTJ2K_QSTEP = (2e-5, 1.0)    # OpenJPH irreversible quantisation steps searched between
+
+
+class LossyUnsuitable(CodecError, ValueError):
+    """No lossy code stream of this frame meets the cap and the checks; nothing is served."""
+
+
+@dataclass(frozen=True)
+class LossyFrame:
+    """One verified lossy frame: its code stream, the achieved ratio, the codec setting that
+    gave it, and the fidelity found (PSNR against the frame's own dynamic range, and the
+    largest sample error)."""
+
+    data: bytes
+    ratio: float
+    setting: float
+    psnr_db: float
+    max_error: int
+
+
+def sample_range(fmt: PixelFormat) -> tuple[int, int]:
+    """The smallest and largest pixel value Bits Stored allows."""
+    if fmt.signed:
+        return -(1 << (fmt.bits_stored - 1)), (1 << (fmt.bits_stored - 1)) - 1
+    return 0, (1 << fmt.bits_stored) - 1
+
+
+def _ratio(raw: int, data: bytes) -> float:
+    return raw / max(1, len(data))
+
+
+def _search_rate(encode: Callable[[float], bytes], raw: int, cap: float, ok: float,
+                 over: float) -> tuple[bytes, float]:
+    """The code stream with the largest ratio found that is at most `cap`, for a setting
+    between `ok` (whose ratio is at most the cap) and `over` (whose ratio exceeds it): false
+    position on the code stream size (Illinois variant, so one stuck end cannot stall it);
+    stops once the ratio is within RATIO_GOOD_ENOUGH below the cap."""
+    target = raw / (cap * (1 + RATIO_GOOD_ENOUGH) / 2)  # aim inside the accepted band
+    best, data_over = encode(ok), encode(over)
+    if _ratio(raw, best) > cap:
+        raise LossyUnsuitable(f"the least lossy setting already compresses this frame "
+                              f"{_ratio(raw, best):.1f}:1, past the {cap:g}:1 cap; ask for a "
+                              "lossless syntax")
+    if _ratio(raw, data_over) <= cap:
+        return data_over, over
+    f_ok, f_over = len(best) - target, len(data_over) - target
+    side = 0
+    for _ in range(RATIO_SEARCH_STEPS):
+        if _ratio(raw, best) >= cap * RATIO_GOOD_ENOUGH:
+            break
+        guess = ok - f_ok * (over - ok) / (f_over - f_ok) if f_over != f_ok else (ok + over) / 2
+        if not min(ok, over) < guess < max(ok, over):
+            guess = (ok + over) / 2
+        data = encode(guess)
+        if _ratio(raw, data) <= cap:
+            ok, best, f_ok = guess, data, len(data) - target
+            if side == -1:
+                f_over /= 2
+            side = -1
+        else:
+            over, f_over = guess, len(data) - target
+            if side == 1:
+                f_ok /= 2
+            side = 1
+    return best, ok
+
+
+def _j2k_lossy(frame: np.ndarray, fmt: PixelFormat, cap: float) -> tuple[bytes, float]:
+    """JPEG 2000 irreversible (9/7 wavelet, one quality layer, no colour transform, code
+    stream precision = Bits Stored): imagecodecs exposes OpenJPEG's fixed-quality layer target
+    (PSNR in dB) rather than its rate target, so the quality is searched: the lowest quality
+    whose ratio is at most the cap."""
+    def encode(quality: float) -> bytes:
+        return bytes(imagecodecs.jpeg2k_encode(frame, quality, codecformat="J2K",
+                                               reversible=False, mct=False,
+                                               bitspersample=fmt.bits_stored))
+
+    low, high = J2K_QUALITY
+    return _search_rate(encode, frame.nbytes, cap, ok=high, over=low)
+
+
+def _htj2k_lossy(frame: np.ndarray, fmt: PixelFormat, cap: float) -> tuple[bytes, float]:
+    """HTJ2K irreversible (OpenJPH has no rate control): the quantisation step is searched on
+    a log scale, the coarsest step whose ratio is at most the cap."""
+    def encode(log_step: float) -> bytes:
+        return bytes(imagecodecs.htj2k_encode(frame, math.exp(log_step), reversible=False,
+                                              rgb=False))
+
+    fine, coarse = (math.log(q) for q in HTJ2K_QSTEP)
+    data, log_step = _search_rate(encode, frame.nbytes, cap, ok=fine, over=coarse)
+    return data, math.exp(log_step)
+
+
+def _jls_lossy(frame: np.ndarray, fmt: PixelFormat, cap: float) -> tuple[bytes, float]:
+    """JPEG-LS near-lossless: NEAR searched upward from 1 (doubling, then bisecting), the
+    largest NEAR whose ratio is at most the cap."""
+    if fmt.signed:
+        raise LossyUnsuitable("JPEG-LS cannot mark samples as signed, so near-lossless coding "
+                              "is offered for unsigned samples only; ask for JPEG 2000 "
+                              f"({JPEG_2000})")
+    raw = frame.nbytes
+    most = max(1, min(255, ((1 << fmt.bits_stored) - 1) // 2))
+
+    def encode(near: int) -> bytes:
+        return bytes(imagecodecs.jpegls_encode(frame, int(near)))
+
+    good, best = 1, encode(1)
+    if _ratio(raw, best) > cap:
+        raise LossyUnsuitable(
+            f"JPEG-LS with NEAR=1 already compresses this frame {_ratio(raw, best):.1f}:1, past "
+            f"the {cap:g}:1 cap; ask for a lossless syntax")
+    bad = None
+    while bad is None and good < most and _ratio(raw, best) < cap * RATIO_GOOD_ENOUGH:
+        near = min(good * 2, most)
+        data = encode(near)
+        if _ratio(raw, data) <= cap:
+            good, best = near, data
+        else:
+            bad = near
+    while bad is not None and bad - good > 1 and _ratio(raw, best) < cap * RATIO_GOOD_ENOUGH:
+        near = (good + bad) // 2
+        data = encode(near)
+        if _ratio(raw, data) <= cap:
+            good, best = near, data
+        else:
+            bad = near
+    return best, float(good)
+
+
+@dataclass(frozen=True)
+class LossyEncoder:
+    """A lossy target: its syntax, the Lossy Image Compression Method defined term (PS3.3
+    C.7.6.1.1.5.1) and the rate search."""
+
+    uid: str
+    method: str
+    search: Callable[[np.ndarray, PixelFormat, float], tuple[bytes, float]]
+    setting: str
+    exact_bound: bool = False  # the setting is a guaranteed maximum error (JPEG-LS NEAR)
+
+    @property
+    def codec(self) -> Codec:
+        return REGISTRY[self.uid]
+
+    @property
+    def name(self) -> str:
+        return self.codec.name
+
+    @property
+    def missing_dependencies(self) -> list[str]:
+        return self.codec.missing_dependencies
+
+    @property
+    def is_available(self) -> bool:
+        return self.codec.is_available
+
+    def check(self, fmt: PixelFormat) -> None:
+        self.codec.check(fmt)
+
+    def encode_frame(self, frame: np.ndarray, fmt: PixelFormat, cap: float) -> LossyFrame:
+        """One frame at the largest ratio found that is at most `cap`, verified."""
+        if not cap or cap <= 1:
+            raise LossyUnsuitable(f"no compression ratio cap for '{self.name}' ({self.uid})")
+        self.codec._require("encode as")
+        self.check(fmt)
+        if frame.dtype != fmt.dtype:
+            frame = frame.astype(fmt.dtype)
+        frame = np.ascontiguousarray(frame).reshape(fmt.shape)
+        try:
+            data, setting = self.search(frame, fmt, cap)
+        except LossyUnsuitable as exc:
+            raise LossyUnsuitable(f"'{self.name}' ({self.uid}): {exc}") from None
+        except (RuntimeError, ValueError) as exc:  # the imagecodecs encoder refused this frame
+            raise LossyUnsuitable(f"'{self.name}' ({self.uid}) via {self.codec.plugin} cannot "
+                                  f"code this frame: {exc}") from None
+        return self.verify(data, frame, fmt, cap, setting)
+
+    def verify(self, data: bytes, frame: np.ndarray, fmt: PixelFormat, cap: float,
+               setting: float) -> LossyFrame:
+        where = f"'{self.name}' ({self.uid}) via {self.codec.plugin}"
+        ratio = _ratio(frame.nbytes, data)
+        if ratio > cap:
+            raise LossyUnsuitable(f"{where}: ratio {ratio:.2f}:1 exceeds the {cap:g}:1 cap")
+        back = self.codec.decode_frame(data, fmt)
+        if back.shape != frame.shape:
+            raise LossyUnsuitable(f"{where}: decodes to shape {back.shape}, not {frame.shape}")
+        low, high = sample_range(fmt)
+        instead = (f"ask for JPEG 2000 ({JPEG_2000}) or a lossless syntax"
+                   if self.uid != JPEG_2000 else "ask for a lossless syntax")
+        if int(back.min()) < low or int(back.max()) > high:
+            raise LossyUnsuitable(
+                f"{where}: decoded samples ({int(back.min())}..{int(back.max())}) fall outside "
+                f"the Bits Stored range {low}..{high}; not served, {instead}")
+        error = np.abs(back.astype(np.int64) - frame.astype(np.int64))
+        worst = int(error.max())
+        if worst * 2 >= high - low or (self.exact_bound and worst > setting):
+            raise LossyUnsuitable(f"{where}: a decoded sample is off by {worst} (wrapped or "
+                                  f"beyond the codec's bound); not served, {instead}")
+        mse = float(np.mean(error.astype(np.float64) ** 2))
+        peak = max(1, int(frame.max()) - int(frame.min()))  # the frame's own dynamic range
+        psnr = math.inf if mse == 0 else 10 * math.log10(peak ** 2 / mse)
+        return LossyFrame(data, ratio, setting, psnr, worst)
+
+
+LOSSY_ENCODERS: dict[str, LossyEncoder] = {
+    JPEG_2000: LossyEncoder(JPEG_2000, "ISO_15444_1", _j2k_lossy, "quality_db"),
+    HTJ2K: LossyEncoder(HTJ2K, "ISO_15444_15", _htj2k_lossy, "quantization_step"),
+    JPEG_LS_NEAR_LOSSLESS: LossyEncoder(JPEG_LS_NEAR_LOSSLESS, "ISO_14495_1", _jls_lossy, "near",
+                                        exact_bound=True),
+}
+
+
+def lossy_targets() -> list[str]:
+    """The lossy syntaxes this node can produce when a policy allows it (none by default)."""
+    return [uid for uid, encoder in LOSSY_ENCODERS.items() if encoder.is_available]

@@ -6,6 +6,12 @@ kept. Retrieval negotiates the transfer syntax through Accept (PS3.18): the stor
 `transfer-syntax=*` or the stored syntax, else a lossless derivative made and cached by
 `transcode` (Explicit VR Little Endian, JPEG-LS, JPEG 2000, HTJ2K, HTJ2K RPCL, JPEG XL, each
 verified bit-exact); 406 only when nothing asked for can be served.
+
+Lossy syntaxes (JPEG 2000 .91, HTJ2K .203, JPEG-LS near-lossless .81) are never a default: they
+are made only when the Accept header names one, the caller's institution has the lossy imaging
+policy on, and the modality has a CAR ratio cap; the served instance is labelled lossy (Lossy
+Image Compression attributes), the response carries `X-Lossy`, and each lossy retrieval gets its
+own audit entry (`dicom.read.lossy`, naming the syntax and the ratio).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from telemed.api.problems import ProblemError, audit_refusal, problem_response
 from telemed.api.security import authenticated
 from telemed.caller import Caller, InvalidRequest
 from telemed.permissions import Forbidden
-from telemed.store import Conflict, NotFound
+from telemed.store import Conflict, NotFound, accounts
 
 EXPLICIT_VR_LITTLE_ENDIAN = codecs.EXPLICIT_VR_LITTLE_ENDIAN
 CHUNK = 256 * 1024
@@ -205,19 +211,55 @@ def parse_accept(header: str) -> list[Acceptable]:
 
 
 def _offered() -> str:
-    return "transfer-syntax=* (as stored) or one of " + ", ".join(codecs.lossless_targets())
+    return ("transfer-syntax=* (as stored) or one of " + ", ".join(codecs.lossless_targets())
+            + " (lossy " + ", ".join(codecs.lossy_targets()) + " only where your institution's "
+            "lossy imaging policy is on, asked for by name)")
 
 
-async def _negotiate(request: web.Request, rows: list[dict[str, Any]],
-                     candidates: list[str]) -> tuple[str, list[tuple[Path, str]]]:
+POLICY_OFF = ("lossy images are served only under an explicit per-institution policy, and it is "
+              "off for your institution (an administrator turns it on with PATCH "
+              '/api/institutions/{id} {"lossy_imaging": true})')
+
+
+@dataclass(frozen=True)
+class Served:
+    """What negotiation chose: the syntax, each row's (file, syntax), and for every row made
+    lossy its row and sidecar (ratio, cap, method)."""
+
+    syntax: str
+    files: list[tuple[Path, str]]
+    lossy: list[tuple[dict[str, Any], dict[str, Any]]]
+
+
+def _made_lossy(row: dict[str, Any], syntax: str) -> bool:
+    """Whether serving `row` in `syntax` means making a lossy derivative (images only; an image
+    stored in that syntax is sent as stored, untouched)."""
+    return (syntax in codecs.LOSSY_ENCODERS and bool(row["is_image"])
+            and row["transfer_syntax_uid"] != syntax)
+
+
+async def _lossy_allowed(request: web.Request, caller: Caller) -> bool:
+    return await request.app[DATABASE].read(accounts.lossy_imaging_allowed,
+                                            caller.actor.institution_id)
+
+
+async def _negotiate(request: web.Request, caller: Caller, rows: list[dict[str, Any]],
+                     candidates: list[str]) -> Served:
     """The first candidate syntax in which every row can be served, with each row's file."""
     transcoder, reasons = request.app[TRANSCODER], []
+    policy: bool | None = None
     for syntax in dict.fromkeys(candidates):
-        why = next((w for r in rows if (w := transcode.servable(r, syntax))), None)
+        lossy = [r for r in rows if _made_lossy(r, syntax)]
+        if lossy:
+            if policy is None:
+                policy = await _lossy_allowed(request, caller)
+            why = POLICY_OFF if not policy else next(
+                (w for r in lossy if (w := transcode.lossy_refusal(r, syntax))), None)
+        else:
+            why = next((w for r in rows if (w := transcode.servable(r, syntax))), None)
         if why is None:
             try:
-                files = await asyncio.gather(*(transcoder.instance(r, syntax) for r in rows))
-                return syntax, list(files)
+                return await _gather(transcoder, rows, syntax)
             except transcode.NotTranscodable as exc:
                 why = str(exc)
             except (codecs.LosslessMismatch, transcode.TranscodeFailed) as exc:
@@ -230,6 +272,47 @@ async def _negotiate(request: web.Request, rows: list[dict[str, Any]],
                                               f"ask with {_offered()}")
 
 
+async def _gather(transcoder: transcode.Transcoder, rows: list[dict[str, Any]],
+                  syntax: str) -> Served:
+    async def one(row: dict[str, Any]) -> tuple[Path, str, dict[str, Any] | None]:
+        if _made_lossy(row, syntax):
+            path, info = await transcoder.lossy_instance(row, syntax)
+            return path, syntax, info
+        path, actual = await transcoder.instance(row, syntax)
+        return path, actual, None
+
+    found = await asyncio.gather(*(one(r) for r in rows))
+    return Served(syntax, [(path, actual) for path, actual, _info in found],
+                  [(row, info) for row, (_p, _a, info) in zip(rows, found) if info is not None])
+
+
+def _audit_lossy(conn: Any, caller: Caller, served: Served) -> None:
+    for row, info in served.lossy:
+        caller.audit(conn, "dicom.read.lossy",
+                     f"instance:{row['sop_instance_uid']};transfer-syntax={info['syntax']};"
+                     f"ratio={info['lossy']['ratio']:.2f};cap={info['lossy']['cap']:g}",
+                     row["patient_id"])
+
+
+async def _record_lossy(request: web.Request, caller: Caller, served: Served) -> dict[str, str]:
+    """Audit every lossy instance before anything is sent; the `X-Lossy` header for it."""
+    if not served.lossy:
+        return {}
+    await request.app[DATABASE].write(_audit_lossy, caller, served)
+    return {X_LOSSY: _lossy_header([info for _row, info in served.lossy])}
+
+
+X_LOSSY = "X-Lossy"
+
+
+def _lossy_header(infos: list[dict[str, Any]]) -> str:
+    """`ratio=` (the highest among the instances), `cap=`, `method=`, `transfer-syntax=`."""
+    worst = max(infos, key=lambda i: i["lossy"]["ratio"])
+    stats = worst["lossy"]
+    return (f"ratio={stats['ratio']:.2f}; cap={stats['cap']:g}; method={stats['method']}; "
+            f"transfer-syntax={worst['syntax']}")
+
+
 async def retrieve(request: web.Request) -> web.StreamResponse:
     """WADO-RS: study, series or instance as multipart/related application/dicom, in the first
     acceptable transfer syntax (default Explicit VR Little Endian; `*` as stored). Lossless
@@ -240,14 +323,18 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
         Acceptable("application/dicom", None, True, 1.0)]
     candidates = [a.syntax or EXPLICIT_VR_LITTLE_ENDIAN for a in accept
                   if a.media in ("application/dicom", "*")]
-    syntax, files = await _negotiate(request, rows, candidates)
+    served = await _negotiate(request, caller, rows, candidates)
+    headers = await _record_lossy(request, caller, served)
+    lossy = {id(row): info for row, info in served.lossy}
     writer = MultipartWriter("related")
-    for path, actual in files:
-        writer.append(path.open("rb"), {
-            hdrs.CONTENT_TYPE: f"application/dicom; transfer-syntax={actual}"})
-    content_type = (f'multipart/related; type="application/dicom"; transfer-syntax={syntax}; '
-                    f"boundary={writer.boundary}")
-    return web.Response(body=writer, headers={hdrs.CONTENT_TYPE: content_type})
+    for row, (path, actual) in zip(rows, served.files):
+        part = {hdrs.CONTENT_TYPE: f"application/dicom; transfer-syntax={actual}"}
+        if id(row) in lossy:
+            part[X_LOSSY] = _lossy_header([lossy[id(row)]])
+        writer.append(path.open("rb"), part)
+    content_type = (f'multipart/related; type="application/dicom"; '
+                    f"transfer-syntax={served.syntax}; boundary={writer.boundary}")
+    return web.Response(body=writer, headers={hdrs.CONTENT_TYPE: content_type, **headers})
 
 
 def _metadata(path: Path, base: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -336,25 +423,28 @@ async def frames(request: web.Request) -> web.StreamResponse:
     for syntax, item in choices:  # stored native little endian bytes are raw frames as they are
         native = syntax == EXPLICIT_VR_LITTLE_ENDIAN and stored in transcode.NATIVE_LITTLE_ENDIAN
         keyed.setdefault(stored if native else syntax, (syntax, item))
-    key, ((path, source_syntax),) = await _negotiate(request, [row], list(keyed))
-    syntax, chosen = keyed[key]
+    served = await _negotiate(request, caller, [row], list(keyed))
+    ((path, source_syntax),) = served.files
+    syntax, chosen = keyed[served.syntax]
     _count, data = await asyncio.to_thread(transcode.read_frames, path, source_syntax, wanted)
+    lossy = await _record_lossy(request, caller, served)
     media = codecs.media_type(syntax)
     part_type = f"{media}; transfer-syntax={syntax}"
     if not chosen.multipart:
-        return _single_part(request, data[0], part_type)
+        return _single_part(request, data[0], part_type, lossy)
     writer = MultipartWriter("related")
     for chunk in data:
-        writer.append(chunk, {hdrs.CONTENT_TYPE: part_type})
+        writer.append(chunk, {hdrs.CONTENT_TYPE: part_type, **lossy})
     return web.Response(body=writer, headers={
         hdrs.CONTENT_TYPE: f'multipart/related; type="{media}"; transfer-syntax={syntax}; '
-                           f"boundary={writer.boundary}"})
+                           f"boundary={writer.boundary}", **lossy})
 
 
-def _single_part(request: web.Request, data: bytes, content_type: str) -> web.Response:
+def _single_part(request: web.Request, data: bytes, content_type: str,
+                 extra: dict[str, str] | None = None) -> web.Response:
     """One frame, bare; `Range: bytes=a-b` answers 206 with that slice (e.g. the first
     resolutions of an HTJ2K RPCL code stream), unsatisfiable ranges 416."""
-    headers = {hdrs.CONTENT_TYPE: content_type, hdrs.ACCEPT_RANGES: "bytes"}
+    headers = {hdrs.CONTENT_TYPE: content_type, hdrs.ACCEPT_RANGES: "bytes", **(extra or {})}
     if hdrs.RANGE not in request.headers:
         return web.Response(body=data, headers=headers)
     try:

@@ -12,7 +12,15 @@ lossy keeps Lossy Image Compression "01" and its ratio and method.
 
 Derivatives live under `<data>/dicom/derived/<sha256(SOP Instance UID)>/<syntax>.dcm`, each with
 a `.json` sidecar holding its SHA-256 and the source's; a derivative whose bytes no longer
-match is deleted and computed again, never served. `Transcoder` owns the worker pool (one per
+match is deleted and computed again, never served.
+
+Lossy derivatives are a separate path (`derive_lossy`, `Transcoder.lossy_instance`), reached
+only when the caller's institution has the lossy imaging policy on and the client named the
+syntax: each frame is coded at the largest ratio found that does not exceed the modality's CAR
+cap (`CAR_RATIO_CAPS`; other modalities are refused), verified by decoding, and the instance is
+labelled lossy (Lossy Image Compression "01", the ratio and method appended). They are cached
+under `.../lossy/<syntax>-cap<N>.dcm` with sidecars marked "lossy-capped", never where a
+lossless derivative is looked for. `Transcoder` owns the worker pool (one per
 app, entered through cleanup_ctx) and collapses concurrent requests for the same derivative.
 """
 
@@ -23,6 +31,7 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -36,6 +45,7 @@ from aiohttp import web
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from diagnosis.dicom import codecs
@@ -186,15 +196,16 @@ def derived_path(root: Path, sop_instance_uid: str, syntax: str) -> Path:
     return root / "dicom" / "derived" / digest[:2] / digest / f"{syntax}.dcm"
 
 
-def cached(path: Path, source_sha256: str) -> dict[str, Any] | None:
-    """The sidecar of an intact derivative, else None (and a corrupt one is removed)."""
+def cached(path: Path, source_sha256: str, verified: str = "bit-exact") -> dict[str, Any] | None:
+    """The sidecar of an intact derivative, else None (and a corrupt one is removed); its
+    `verified` must be the kind asked for, so lossless and lossy files are never mixed up."""
     sidecar = path.with_suffix(".json")
     if not path.exists() and not sidecar.exists():
         return None
     try:
         info = json.loads(sidecar.read_text())
         if (info["source_sha256"] == source_sha256 and path.stat().st_size == info["size"]
-                and _sha256(path) == info["sha256"]):
+                and info.get("verified") == verified and _sha256(path) == info["sha256"]):
             return info
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -211,6 +222,143 @@ def derive_cached(root: Path, row: dict[str, Any], syntax: str) -> tuple[Path, d
     if info is None:
         info = derive(str(root / row["path"]), syntax, str(path), row["sha256"])
     return path, info
+
+
+# -- lossy derivatives: only behind a per-institution policy, capped per modality ---------------
+#
+# The Canadian Association of Radiologists' maximum compression ratios (CAR Standards for
+# Irreversible Compression in Digital Diagnostic Imaging within Radiology, 2011), as
+# uncompressed pixel bytes / compressed bytes. Modalities without a cap are never served lossy.
+
+CAR_RATIO_CAPS: dict[str, float] = {"CT": 15.0, "MR": 24.0, "CR": 30.0, "DX": 30.0, "US": 12.0}
+LOSSY_VERIFIED = "lossy-capped"
+
+
+def ratio_cap(modality: str | None) -> float | None:
+    return CAR_RATIO_CAPS.get(str(modality or "").strip().upper())
+
+
+def _caps_text() -> str:
+    return "CT 15:1, MR 24:1, CR/DX 30:1, US 12:1"
+
+
+def _values(ds: pydicom.Dataset, keyword: str) -> list[str]:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return []
+    items = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    return [str(v) for v in items]
+
+
+def label_lossy(ds: pydicom.Dataset, ratio: float, method: str) -> None:
+    """PS3.3 C.7.6.1.1.5: Lossy Image Compression "01" (never reset), the achieved ratio and
+    the method appended to any earlier ones; methods padded with empty values so the two stay
+    in step when an earlier step named no method (nothing is guessed)."""
+    ratios = _values(ds, "LossyImageCompressionRatio")
+    methods = _values(ds, "LossyImageCompressionMethod")
+    methods += [""] * (len(ratios) - len(methods))
+    shown = math.floor(ratio * 100) / 100  # never overstated past what was achieved
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = [*ratios, f"{shown:.2f}"]
+    ds.LossyImageCompressionMethod = [*methods, method]
+
+
+def lossy_dataset(ds: pydicom.Dataset, syntax: str,
+                  cap: float) -> tuple[pydicom.Dataset, dict[str, Any]]:
+    """`ds` changed in place to the lossy `syntax`, every frame at most `cap`:1 and verified,
+    and labelled lossy. The SOP Instance UID is kept: this is a lossy representation of the
+    stored instance for one retrieval (PS3.18 lets a user agent ask for a lossy syntax), not a
+    new instance; the stored file stays as it was."""
+    encoder = codecs.LOSSY_ENCODERS.get(syntax)
+    if encoder is None:
+        raise NotTranscodable(f"{syntax} is not a lossy syntax produced here")
+    if not encoder.is_available:
+        raise NotTranscodable(_missing(encoder.codec))
+    fmt, frames = decode_frames(ds)
+    try:
+        encoder.check(fmt)
+    except codecs.UnsupportedPixels as exc:
+        raise NotTranscodable(str(exc)) from None
+    photometric = fmt.photometric_interpretation
+    if photometric in DECODED_AS_RGB:
+        photometric = "RGB"
+    if photometric not in {"MONOCHROME1", "MONOCHROME2", "RGB"}:
+        raise NotTranscodable(f"Photometric Interpretation {photometric} is not compressed lossy "
+                              "(palette indices and subsampled colour are kept exact)")
+    try:
+        coded = [encoder.encode_frame(frame, fmt, cap) for frame in frames]
+    except (codecs.CodecUnavailable, codecs.UnsupportedPixels) as exc:
+        raise NotTranscodable(str(exc)) from None
+    raw = sum(frame.nbytes for frame in frames)
+    ratio = raw / sum(len(c.data) + len(c.data) % 2 for c in coded)  # as encapsulated (even)
+    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.PixelData = encapsulate([c.data for c in coded], has_bot=True)
+    element = ds["PixelData"]
+    element.VR, element.is_undefined_length = "OB", True
+    if photometric != fmt.photometric_interpretation:
+        ds.PhotometricInterpretation = photometric
+    if fmt.samples_per_pixel > 1:
+        ds.PlanarConfiguration = 0
+    label_lossy(ds, ratio, encoder.method)
+    stats = {"method": encoder.method, "cap": cap, "ratio": round(ratio, 4),
+             "frame_ratios": [round(c.ratio, 4) for c in coded],
+             "psnr_db": round(min(c.psnr_db for c in coded), 2),
+             "max_error": max(c.max_error for c in coded), "setting": encoder.setting,
+             "settings": [round(c.setting, 6) for c in coded]}
+    return ds, stats
+
+
+def derive_lossy(source: str, syntax: str, target: str, source_sha256: str,
+                 cap: float) -> dict[str, Any]:
+    """Worker entry point: `source` in the lossy `syntax` at most `cap`:1, written atomically
+    to `target` with a sidecar that says it is lossy and how much."""
+    started = time.perf_counter()
+    ds = pydicom.dcmread(source)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        ds, stats = lossy_dataset(ds, syntax, cap)
+    except (codecs.CodecUnavailable, codecs.UnsupportedPixels, codecs.LossyUnsuitable) as exc:
+        raise NotTranscodable(str(exc)) from None
+    blob = _file_bytes(ds, syntax)
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"syntax": syntax, "source_sha256": source_sha256, "size": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(), "frames": frames,
+            "source_size": os.path.getsize(source), "verified": LOSSY_VERIFIED, "lossy": stats,
+            "seconds": round(time.perf_counter() - started, 4)}
+    for suffix, data in ((".dcm", blob), (".json", json.dumps(info).encode())):
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}{suffix}")
+        temporary.write_bytes(data)
+        os.replace(temporary, path.with_suffix(suffix))
+    return info
+
+
+def lossy_path(root: Path, sop_instance_uid: str, syntax: str, cap: float) -> Path:
+    """Lossy derivatives in their own folder, named with the cap they were made under."""
+    lossless = derived_path(root, sop_instance_uid, syntax)
+    return lossless.parent / "lossy" / f"{syntax}-cap{cap:g}.dcm"
+
+
+def lossy_refusal(row: dict[str, Any], syntax: str) -> str | None:
+    """Why the image `row` cannot be made lossy in `syntax` (None when it can), judged from the
+    index alone; the institution's policy is checked by the caller."""
+    encoder = codecs.LOSSY_ENCODERS.get(syntax)
+    if encoder is None:
+        return f"{syntax} is not a lossy syntax produced here"
+    if not encoder.is_available:
+        return _missing(encoder.codec)
+    modality = str(row.get("modality") or "").strip() or "(none)"
+    if ratio_cap(modality) is None:
+        return (f"modality {modality} has no CAR compression ratio cap ({_caps_text()}), so it "
+                "is never served lossy")
+    if row.get("bits_allocated") not in encoder.codec.bits_allocated:
+        return f"{encoder.name} cannot hold {row.get('bits_allocated')}-bit samples"
+    stored = row["transfer_syntax_uid"]
+    if stored not in NATIVE and not codecs.can_decode(stored) and not _pydicom_decodes(stored):
+        return f"the stored syntax {stored} cannot be decoded here"
+    return None
 
 
 def smallest_lossless(root: Path, row: dict[str, Any],
@@ -299,12 +447,30 @@ class Transcoder:
         await asyncio.shield(future)
         return path, syntax
 
-    async def _derive(self, row: dict[str, Any], syntax: str, path: Path) -> dict[str, Any]:
+    async def lossy_instance(self, row: dict[str, Any], syntax: str) -> tuple[Path, dict[str, Any]]:
+        """(path, sidecar) of `row` in the lossy `syntax` under its modality's CAR cap, made
+        once and cached apart from the lossless derivatives. The caller checks the policy."""
+        cap = ratio_cap(row.get("modality"))
+        if cap is None or not row["is_image"]:
+            raise NotTranscodable(lossy_refusal(row, syntax) or "not an image")
+        path = lossy_path(self.root, row["sop_instance_uid"], syntax, cap)
+        info = await asyncio.to_thread(cached, path, row["sha256"], LOSSY_VERIFIED)
+        if info is not None:
+            return path, info
+        future = self._pending.get(path)
+        if future is None:
+            future = asyncio.ensure_future(self._derive(row, syntax, path, derive_lossy, cap))
+            self._pending[path] = future
+            future.add_done_callback(lambda _f: self._pending.pop(path, None))
+        return path, await asyncio.shield(future)
+
+    async def _derive(self, row: dict[str, Any], syntax: str, path: Path,
+                      worker: Any = derive, *extra: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor(), derive,
+            return await loop.run_in_executor(self._executor(), worker,
                                               str(self.root / row["path"]), syntax, str(path),
-                                              row["sha256"])
+                                              row["sha256"], *extra)
         except concurrent.futures.process.BrokenProcessPool:
             broken, self._pool = self._pool, None  # the next request gets a fresh pool
             if broken is not None:
@@ -358,4 +524,5 @@ def read_frames(path: Path, syntax: str, wanted: list[int]) -> tuple[int, list[b
 
 __all__ = ["Transcoder", "TRANSCODER", "transcoder_ctx", "derive", "derive_cached",
            "smallest_lossless", "servable", "read_frames", "decode_frames", "transcode_dataset",
+           "derive_lossy", "lossy_dataset", "lossy_refusal", "ratio_cap", "CAR_RATIO_CAPS",
            "NotTranscodable", "TranscodeFailed", "CodecError"]

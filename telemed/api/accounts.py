@@ -25,7 +25,8 @@ SEXES = ("F", "M", "O", "U")
 LOGIN = [Field("username", str, max_length=100), Field("password", str, max_length=1000)]
 NEW_INSTITUTION = [Field("name", str), Field("kind", str, choices=INSTITUTION_KINDS),
                    Field("parent_id", str, required=False, max_length=64)]
-INSTITUTION_STATUS = [Field("status", str, choices=("approved", "suspended"))]
+INSTITUTION_CHANGES = [Field("status", str, required=False, choices=("approved", "suspended")),
+                       Field("lossy_imaging", bool, required=False)]
 NEW_STAFF = [Field("username", str, max_length=100), Field("password", str, max_length=1000),
              Field("full_name", str), Field("role", str, choices=ROLES),
              Field("institution_id", str, max_length=64),
@@ -106,13 +107,34 @@ async def create_institution(request: web.Request) -> web.Response:
     return web.json_response(await request.app[DATABASE].write(run, caller), status=201)
 
 
+def _change_institution(conn: sqlite3.Connection, caller: Caller, ident: str,
+                        changes: dict[str, Any]) -> dict[str, Any]:
+    """Status and lossy imaging policy changes, each with its own audit entry, in one
+    transaction."""
+    institution = accounts.get_institution(conn, ident)
+    if "status" in changes:
+        institution = accounts.set_institution_status(conn, ident, changes["status"])
+        caller.audit(conn, f"institution.{changes['status']}", f"institution:{ident}")
+    if "lossy_imaging" in changes:
+        institution = accounts.set_lossy_imaging(conn, ident, changes["lossy_imaging"])
+        state = "on" if changes["lossy_imaging"] else "off"
+        caller.audit(conn, f"institution.lossy_imaging.{state}", f"institution:{ident}")
+    return institution
+
+
 async def update_institution(request: web.Request) -> web.Response:
+    """`{"status": "approved"|"suspended"}` and/or `{"lossy_imaging": true|false}`: the
+    per-institution policy that lets its staff ask for lossy images (CAR ratio caps); off by
+    default."""
     caller = await authenticated(request)
     _manage(caller)
-    body = await parse(request, INSTITUTION_STATUS)
-    run = _audited(f"institution.{body['status']}", "institution:{id}",
-                   accounts.set_institution_status, request.match_info["id"], body["status"])
-    return web.json_response(await request.app[DATABASE].write(run, caller))
+    changes = await parse(request, INSTITUTION_CHANGES)
+    if not changes:
+        raise ProblemError(422, "Unprocessable Content", "the request has invalid fields",
+                           errors=[{"field": name, "problem": "give status or lossy_imaging"}
+                                   for name in ("status", "lossy_imaging")])
+    return web.json_response(await request.app[DATABASE].write(
+        _change_institution, caller, request.match_info["id"], changes))
 
 
 async def list_staff(request: web.Request) -> web.Response:

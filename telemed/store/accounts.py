@@ -26,21 +26,40 @@ def create_institution(conn: sqlite3.Connection, name: str, kind: str,
     values = {"id": new_id(), "name": name, "kind": kind, "status": "approved",
               "parent_id": parent_id, "created_at": now_iso()}
     _insert_unique(conn, "institutions", values, f"institution {name!r}")
-    return values
+    return get_institution(conn, values["id"])
+
+
+def _institution(row: dict[str, Any]) -> dict[str, Any]:
+    """An institution as the API shows it: the lossy imaging policy as a boolean."""
+    row["lossy_imaging"] = bool(row.get("lossy_imaging"))
+    return row
 
 
 def get_institution(conn: sqlite3.Connection, ident: str) -> dict[str, Any]:
-    return fetch_one(conn, "institutions", ident, "institution")
+    return _institution(fetch_one(conn, "institutions", ident, "institution"))
 
 
 def list_institutions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute("SELECT * FROM institutions ORDER BY name")]
+    return [_institution(dict(r)) for r in conn.execute("SELECT * FROM institutions ORDER BY name")]
 
 
 def set_institution_status(conn: sqlite3.Connection, ident: str, status: str) -> dict[str, Any]:
     get_institution(conn, ident)
     update(conn, "institutions", ident, {"status": status})
     return get_institution(conn, ident)
+
+
+def set_lossy_imaging(conn: sqlite3.Connection, ident: str, enabled: bool) -> dict[str, Any]:
+    """Turn the institution's lossy imaging policy on or off (off is the default)."""
+    get_institution(conn, ident)
+    update(conn, "institutions", ident, {"lossy_imaging": int(bool(enabled))})
+    return get_institution(conn, ident)
+
+
+def lossy_imaging_allowed(conn: sqlite3.Connection, ident: str) -> bool:
+    """Whether staff of the institution may be served lossy images (explicit policy only)."""
+    row = conn.execute("SELECT lossy_imaging FROM institutions WHERE id = ?", (ident,)).fetchone()
+    return row is not None and row["lossy_imaging"] == 1
 
 
 def create_staff(conn: sqlite3.Connection, username: str, password_hash: str, full_name: str,

@@ -28,6 +28,9 @@ def test_every_lossless_syntax_is_registered_and_available():
     for lossy in (codecs.JPEG_LS_NEAR_LOSSLESS, codecs.JPEG_2000, codecs.HTJ2K, codecs.JPEG_XL):
         assert not codecs.get_codec(lossy).can_encode, "lossy output is never produced"
         assert codecs.can_decode(lossy), "but stored lossy images can be decoded"
+    # lossy encoders live apart (policy-gated, capped; see test_lossy.py), never in the registry
+    assert codecs.lossy_targets() == [codecs.JPEG_2000, codecs.HTJ2K, codecs.JPEG_LS_NEAR_LOSSLESS]
+    assert not set(codecs.lossy_targets()) & set(codecs.lossless_targets())
 
 
 def test_errors_name_the_syntax_and_the_missing_package():
