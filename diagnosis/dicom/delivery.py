@@ -1,8 +1,9 @@
 """Bandwidth-aware progressive delivery of a series over one WebSocket (docs/imaging-delivery.md).
 
 GET /dicomweb/studies/{study}/series/{series}/progressive: the server sends each frame's
-progressive code stream in the order `plan.plan` gives (the frame in view first, then a preview
-of every frame, then full quality outward), re-planning between chunks when the viewer moves.
+progressive stream (HTJ2K, or with ?codec=jxl JPEG XL pairs where smaller) in the order
+`plan.plan` gives (the frame in view first, then a preview of every frame, then full quality
+outward), re-planning between chunks when the viewer moves.
 It measures the link on its own socket (TCP_INFO: RTT, delivery rate, bytes acknowledged) rather
 than waiting for replies, and keeps little unsent data queued (TCP_NOTSENT_LOWAT and a small
 transport buffer), so a view change takes effect after a fraction of a second of line time.
@@ -51,8 +52,11 @@ MIN_CHUNK, MAX_CHUNK, READ_MAX = 8 * 1024, 256 * 1024, 1024 * 1024
 MIN_LOWAT, MAX_LOWAT, TRANSPORT_HIGH = 8 * 1024, 512 * 1024, 8 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 CLOSE_POLICY = 1008
-ORDERS = ("view", "previews")
-""""view": the view's whole stream before the other previews; "previews": after them."""
+ORDERS = plan.ORDERS
+""""auto" (default): the rest of the view's stream before the other previews on fast links,
+after them otherwise; "view": always before; "previews": always after."""
+CODECS = progressive.MODES
+""""htj2k" (default): HTJ2K RPCL streams; "jxl": JPEG XL pairs, or HTJ2K where smaller."""
 
 
 # -- the link: TCP_INFO, and how much may wait unsent in the kernel ----------------------------
@@ -123,10 +127,11 @@ class Delivery:
     frames ready. `stop` cancels and awaits both (their bodies end on any error)."""
 
     def __init__(self, ws: web.WebSocketResponse, frames: list[SeriesFrame], deriver: Deriver,
-                 view: int, transport: Any, order: str = "view") -> None:
+                 view: int, transport: Any, order: str = plan.AUTO,
+                 codec: str = progressive.HTJ2K) -> None:
         self.ws, self.frames, self.deriver, self.transport = ws, frames, deriver, transport
         self.sock = transport.get_extra_info("socket") if transport is not None else None
-        self.view, self.order = view, order
+        self.view, self.order, self.codec = view, order, codec
         self.meter = LinkMeter()
         self.ready: dict[int, FrameLevels] = {}
         self.streams: dict[int, progressive.Derivative] = {}
@@ -183,7 +188,7 @@ class Delivery:
         for frame in self.frames:
             pending.setdefault(frame.sha256, []).append(frame)
         for key in list(pending):
-            known = self.deriver.known(key)
+            known = self.deriver.known(key, self.codec)
             if known is not None:
                 self._made(pending.pop(key), known, None)
         running: dict[asyncio.Task, list[SeriesFrame]] = {}
@@ -193,7 +198,8 @@ class Delivery:
                     rank = {i: r for r, i in enumerate(plan.outward(self.view, len(self.frames)))}
                     key = min(pending, key=lambda k: min(rank[f.index] for f in pending[k]))
                     group = pending.pop(key)
-                    task = asyncio.create_task(self.deriver.derivatives(group[0].source, key))
+                    task = asyncio.create_task(self.deriver.derivatives(group[0].source, key,
+                                                                        self.codec))
                     running[task] = group
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -239,12 +245,14 @@ class Delivery:
                     await self.ws.send_json(self._outbox.popleft())
                 self._measure()
                 items = plan.plan(self._ready_outward(), len(self.frames), self.view,
-                                  self.held, self.meter.link(), self.order == "previews")
+                                  self.held, self.meter.link(), order=self.order)
                 finished = not items and self._derived
                 if self._status_due or finished or self._status_late():
                     await self._send_status(items)
                 if items:
+                    first = self.sent_bytes == 0
                     await self._send_item(items[0])
+                    self._status_due |= first  # the plan, right after the first look
                 else:
                     await self._wake.wait()
         except (ConnectionError, RuntimeError):
@@ -277,8 +285,10 @@ class Delivery:
             self._announced.add(item.frame_index)
             await self.ws.send_json({
                 "type": "frame", "frame_index": frame.index, "sop_instance_uid":
-                frame.sop_instance_uid, "frame_number": frame.frame_number, "length": lay.length,
-                "level_ends": list(lay.level_ends), "preview_level": lay.preview_level,
+                frame.sop_instance_uid, "frame_number": frame.frame_number, "codec": lay.codec,
+                "length": lay.length, "level_ends": list(lay.level_ends),
+                "preview_level": lay.preview_level,
+                "preview_shape": list(lay.shape_at(lay.preview_level)),
                 "shape": list(lay.shape), "dtype": lay.dtype, "sha256": stream.sha256})
         end = min(item.end, item.start + READ_MAX)
         data = await asyncio.to_thread(_read, stream.path, item.start, end)
@@ -321,7 +331,7 @@ class Delivery:
                                      plan.state(self.ready.get(i), self.held.get(i, 0))]
                          for i in range(len(self.frames)))
         await self.ws.send_json({
-            "type": "status", "view": self.view, "order": self.order,
+            "type": "status", "view": self.view, "order": self.order, "codec": self.codec,
             "elapsed_s": round(time.monotonic() - self.started, 3),
             "rate_bps": _whole(link.rate_bps), "goodput_bps": _whole(self.meter.goodput_bps),
             "rtt_ms": _ms(link.rtt_s), "min_rtt_ms": _ms(self.meter.min_rtt_s),
@@ -384,10 +394,12 @@ def _order(value: Any) -> str:
     return value
 
 
-def _initial_view(hello: dict, count: int) -> tuple[int, str, list[str]]:
-    """The view and order asked for with the request (?frame_index=&order=) or in the auth
-    message; frame 0 and "view" (with what was wrong) when they are not valid."""
-    value, order, problems = hello.get("frame_index", 0), hello.get("order", "view"), []
+def _initial_view(hello: dict, count: int) -> tuple[int, str, str, list[str]]:
+    """The view, order and codec asked for with the request (?frame_index=&order=&codec=) or in
+    the auth message; frame 0, "auto" and "htj2k" (with what was wrong) when they are not
+    valid."""
+    value, problems = hello.get("frame_index", 0), []
+    order, codec = hello.get("order", plan.AUTO), hello.get("codec", progressive.HTJ2K)
     try:
         view = _frame_index(int(value) if isinstance(value, str) and value.isdigit() else value,
                             count)
@@ -395,9 +407,12 @@ def _initial_view(hello: dict, count: int) -> tuple[int, str, list[str]]:
         view = 0
         problems.append(str(exc))
     if order not in ORDERS:
-        order = "view"
+        order = plan.AUTO
         problems.append(f"order is one of {', '.join(ORDERS)}")
-    return view, order, problems
+    if codec not in CODECS:
+        codec = progressive.HTJ2K
+        problems.append(f"codec is one of {', '.join(CODECS)}")
+    return view, order, codec, problems
 
 
 async def progressive_series(request: web.Request) -> web.WebSocketResponse:
@@ -420,10 +435,10 @@ async def progressive_series(request: web.Request) -> web.WebSocketResponse:
         except NotFound as exc:
             return await _refuse(ws, "not_found", str(exc))
     assert frames is not None
-    view, order, problems = _initial_view(hello, len(frames))
-    delivery = Delivery(ws, frames, request.app[DERIVER], view, request.transport, order)
+    view, order, codec, problems = _initial_view(hello, len(frames))
+    delivery = Delivery(ws, frames, request.app[DERIVER], view, request.transport, order, codec)
     await ws.send_json({"type": "series", "count": len(frames), "view": view, "order": order,
-                        "header": {"struct": HEADER.format, "size": HEADER.size}})
+                        "codec": codec, "header": {"struct": HEADER.format, "size": HEADER.size}})
     for problem in problems:
         delivery.tell({"type": "error", "code": "bad_frame_index" if "frame_index" in problem
                        else "bad_message", "message": problem})

@@ -4,14 +4,17 @@ Every frame is one progressive code stream whose resolution levels end at known 
 a viewer holds a prefix of each (what it had plus what was sent since). The plan, rebuilt
 between sends (so it follows the view, newly ready frames and the measured link), is:
 
-1. the frame in view: a first look (the 1/4-resolution prefix, or a smaller level when the
-   measured rate cannot carry that within FIRST_LOOK_S), then the rest of its code stream;
-2. a preview (the 1/4-resolution prefix) of every other frame, outward from the view;
+1. the frame in view: a first look (the 1/4-resolution preview, or a smaller level when the
+   measured rate cannot carry that within FIRST_LOOK_S), then the rest of its stream;
+2. a preview (the 1/4-resolution level) of every other frame, outward from the view;
 3. the rest of every frame, outward from the view.
 
-With `previews_first` the rest of the view's stream moves from 1. to the head of 3.: previews
-of every frame come sooner (by the view's remaining bytes, ~25 % of all previews on the GE CT)
-and the view reaches full quality later.
+The order says where the rest of the view's stream goes: "view" keeps it in 1. (the view is
+diagnostic soonest), "previews" moves it to the head of 3. (every preview comes sooner, by the
+view's remaining bytes: as much as 25-35 % of all previews on the GE CT), and "auto" (the
+default) keeps it in 1. only when the measured link sends it in at most VIEW_FIRST_SHARE of the
+time the remaining previews need (bytes / rate + RTT), i.e. on fast links, where it delays the
+previews by little; on slower or not yet measured links it goes after the previews.
 
 Items start where the viewer's prefix ends, so nothing already sent is sent again; only
 frames that are ready (encoded and verified) are planned. The summary says how far along the
@@ -33,6 +36,12 @@ PREVIEW, DIAGNOSTIC = "preview", "diagnostic"
 NONE, UNAVAILABLE = "none", "unavailable"
 FIRST_LOOK_S = 0.3
 """Line time the first look may take before a smaller resolution is sent first."""
+VIEW, PREVIEWS, AUTO = "view", "previews", "auto"
+ORDERS = (AUTO, VIEW, PREVIEWS)
+VIEW_FIRST_SHARE = 0.1
+"""With order "auto", the rest of the view's stream goes before the other previews when it
+takes at most this share of their time on the measured link (the previews' target is 1.2x of
+their line: framing and the connection's start take about half of that margin)."""
 
 
 @dataclass(frozen=True)
@@ -119,16 +128,30 @@ def _item(frame: FrameLevels, start: int, end: int) -> Item:
     return Item(frame.index, start, end, label, frame.level_at(end))
 
 
+def view_goes_first(rest_bytes: int, preview_bytes: int, link: Link, order: str = AUTO) -> bool:
+    """Whether the rest of the view's stream (`rest_bytes`) goes before the `preview_bytes`
+    of the other frames' previews still to send."""
+    if order not in ORDERS:
+        raise ValueError(f"order is one of {', '.join(ORDERS)}, not {order!r}")
+    if order != AUTO or rest_bytes <= 0 or preview_bytes <= 0:
+        return order != PREVIEWS
+    if not link.rate_bps:
+        return False
+    return rest_bytes * 8 / link.rate_bps <= VIEW_FIRST_SHARE * link.seconds(preview_bytes)
+
+
 def plan(frames: Mapping[int, FrameLevels], count: int, view: int, have: Mapping[int, int],
-         link: Link = Link(), previews_first: bool = False) -> list[Item]:
+         link: Link = Link(), previews_first: bool = False, order: str | None = None
+         ) -> list[Item]:
     """The items to send, in order. `frames` holds the ready frames by series index (0 to
-    count-1), `have` the bytes of each frame's prefix the viewer holds already. With
-    `previews_first` (a viewer about to scroll), the rest of the view's stream waits until
-    every frame has its preview, leading the full-quality part instead."""
+    count-1), `have` the bytes of each frame's prefix the viewer holds already. `order` says
+    where the rest of the view's stream goes (`view_goes_first`); "view" unless given, or
+    "previews" with `previews_first` (a viewer about to scroll)."""
     if not 0 <= view < count:
         raise ValueError(f"frame {view} is not in 0..{count - 1}")
-    order = [i for i in outward(view, count) if i in frames]
-    held = {i: min(max(0, have.get(i, 0)), frames[i].length) for i in order}
+    order = order or (PREVIEWS if previews_first else VIEW)
+    indexes = [i for i in outward(view, count) if i in frames]
+    held = {i: min(max(0, have.get(i, 0)), frames[i].length) for i in indexes}
     items: list[Item] = []
     if view in frames:
         frame, start = frames[view], held[view]
@@ -136,16 +159,17 @@ def plan(frames: Mapping[int, FrameLevels], count: int, view: int, have: Mapping
         if start < look:
             items.append(_item(frame, start, look))
             start = look
-        if start < frame.length and not previews_first:
+        others = sum(max(0, frames[i].preview_end - held[i]) for i in indexes if i != view)
+        if start < frame.length and view_goes_first(frame.length - start, others, link, order):
             items.append(_item(frame, start, frame.length))
             start = frame.length
         held[view] = start
-    for index in order:
+    for index in indexes:
         frame = frames[index]
         if held[index] < frame.preview_end:
             items.append(_item(frame, held[index], frame.preview_end))
             held[index] = frame.preview_end
-    for index in order:
+    for index in indexes:
         frame = frames[index]
         if held[index] < frame.length:
             items.append(_item(frame, held[index], frame.length))
@@ -173,9 +197,13 @@ class Summary:
     diagnostic_bytes: int
     previews_eta_s: float | None
     done_eta_s: float | None
+    view_first: bool | None = None
+    """Whether the rest of the view's stream is planned before the other frames' previews
+    (None: nothing of the view is left beyond its first look, or no other preview is)."""
 
     def as_dict(self, next_items: Sequence[Item] = ()) -> dict:
-        return {"phase": self.phase, "items": self.items, "view_bytes": self.view_bytes,
+        return {"phase": self.phase, "items": self.items, "view_first": self.view_first,
+                "view_bytes": self.view_bytes,
                 "preview_bytes": self.preview_bytes, "diagnostic_bytes": self.diagnostic_bytes,
                 "previews_eta_s": _round(self.previews_eta_s), "done_eta_s": _round(self.done_eta_s),
                 "next": [{"frame_index": i.frame_index, "start": i.start, "end": i.end,
@@ -202,9 +230,14 @@ def summarize(items: Sequence[Item], view: int, link: Link = Link(),
         phase = "previews" if items[0].label == PREVIEW else "diagnostic"
     last_preview = max((n for n, i in enumerate(items) if i.label == PREVIEW), default=-1)
     previews_eta = link.seconds(sum(i.size for i in items[:last_preview + 1]))
+    view_full = next((n for n, i in enumerate(items) if i.frame_index == view
+                      and i.label == DIAGNOSTIC), None)
+    other_preview = next((n for n, i in enumerate(items) if i.frame_index != view
+                          and i.label == PREVIEW), None)
+    view_first = None if view_full is None or other_preview is None else view_full < other_preview
     return Summary(phase, len(items), view_bytes, preview_bytes, diagnostic_bytes,
                    previews_eta if last_preview >= 0 else 0.0,
-                   link.seconds(sum(i.size for i in items)) if items else 0.0)
+                   link.seconds(sum(i.size for i in items)) if items else 0.0, view_first)
 
 
 # -- the measured link ---------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Progressive delivery end to end: the real app, a real WebSocket, the real CT series from
 ../shared/data/dicom uploaded through STOW-RS. The viewer gets the frame in view first, then a
 preview of every frame, then full quality outward; a view change re-orders what is left; every
-frame reassembles bit-exact; bad input gets an error and the stream goes on."""
+frame reassembles bit-exact, in HTJ2K and in JPEG XL pairs; bad input gets an error and the
+stream goes on."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 from pathlib import Path
@@ -15,7 +17,7 @@ import pydicom
 import pytest
 from aiohttp import MultipartWriter, WSMsgType, WSServerHandshakeError, hdrs
 
-from diagnosis.dicom import delivery, progressive
+from diagnosis.dicom import delivery, plan, progressive
 from diagnosis.dicom.delivery import FRAME_END, HEADER, LEVEL_END, read_tcp_info
 from telemed.store import accounts
 from telemed.store.database import connect
@@ -114,7 +116,8 @@ class Viewer:
 
     def complete(self, count: int) -> bool:
         return len(self.streams) == count and all(
-            len(self.streams[i]) == self.frames[i]["length"] for i in range(count))
+            i in self.frames and len(self.streams[i]) == self.frames[i]["length"]
+            for i in range(count))
 
     async def until_complete(self, count: int, timeout: float = 30.0) -> None:
         while not self.complete(count):
@@ -141,12 +144,18 @@ def preview_end(info: dict) -> int:
 
 
 def check_bit_exact(viewer: Viewer, pixels: list[np.ndarray]) -> None:
+    """Every frame decodes (from its `frame` message alone) to the original pixels, and its
+    preview prefix to a 1/4-resolution image: for JPEG XL pairs, exactly the 4x4 floor mean."""
     for index, original in enumerate(pixels):
-        stream = bytes(viewer.streams[index])
-        decoded = progressive.decode(stream)
+        stream, info = bytes(viewer.streams[index]), viewer.frames[index]
+        assert hashlib.sha256(stream).hexdigest() == info["sha256"]
+        decoded = progressive.decode_frame(stream, info)
         assert decoded.dtype == original.dtype and np.array_equal(decoded, original), index
-        small = progressive.decode(stream[:preview_end(viewer.frames[index])], 2)
+        small = progressive.decode_frame(stream[:preview_end(info)], info, info["preview_level"])
         assert small.shape == tuple(-(-n // 4) for n in original.shape[:2]) + original.shape[2:]
+        assert list(small.shape) == info["preview_shape"]
+        if info["codec"] == "jxl":
+            assert np.array_equal(small, progressive.preview_image(original))
 
 
 async def test_ct_series_view_first_previews_then_full_outward_bit_exact(world, shared_data):
@@ -157,13 +166,14 @@ async def test_ct_series_view_first_previews_then_full_outward_bit_exact(world, 
     count, view, moved = len(paths), 10, 24
     url = series_url(paths[0])
 
-    # first viewer, nothing cached yet: the frame in view comes first (its 1/4-resolution
-    # prefix, then the rest of its stream) although its code stream is made on the fly
-    async with world.client.ws_connect(url + f"?frame_index={view}",
+    # first viewer, nothing cached yet, order "view": the frame in view comes first (its
+    # 1/4-resolution prefix, then the rest of its stream) although it is made on the fly
+    async with world.client.ws_connect(url + f"?frame_index={view}&order=view",
                                        headers=world.auth("clinician")) as ws:
         viewer = Viewer(ws)
         kind, series = await viewer.next()
         assert kind == "series" and series["count"] == count and series["view"] == view
+        assert series["codec"] == "htj2k" and series["order"] == "view"
         await viewer.until_complete(count)
     first = [c for c in viewer.chunks if c[0] == view]
     assert viewer.chunks[:len(first)] == first and first[0][1] == 0
@@ -321,11 +331,14 @@ async def test_previews_first_order_and_a_viewer_leaving_mid_stream(world, share
     path = shared_data / "dicom" / "single" / "emri_small_jpeg_ls_lossless.dcm"
     await stow_as_its_patient(world, path)
     frames = progressive.frames_of(pydicom.dcmread(path))
-    async with world.client.ws_connect(series_url(path) + "?frame_index=4&order=previews",
-                                       headers=world.auth("clinician")) as ws:
+    async with world.client.ws_connect(series_url(path) + "?frame_index=4&order=previews"
+                                       "&codec=webp", headers=world.auth("clinician")) as ws:
         viewer = Viewer(ws)
         await viewer.until_complete(len(frames))
     assert viewer.series["order"] == "previews" and viewer.statuses[-1]["order"] == "previews"
+    assert viewer.series["codec"] == "htj2k", "an unknown codec: the default, and an error"
+    assert [e["code"] for e in viewer.errors] == ["bad_message"]
+    assert "codec" in viewer.errors[0]["message"]
     whole = [n for n, c in enumerate(viewer.chunks) if c[4] & FRAME_END]
     beyond = [n for n, c in enumerate(viewer.chunks) if c[2] > preview_end(viewer.frames[c[0]])]
     assert viewer.chunks[0][0] == 4 and viewer.chunks[beyond[0]][0] == 4
@@ -347,6 +360,86 @@ async def test_previews_first_order_and_a_viewer_leaving_mid_stream(world, share
             break
         await asyncio.sleep(0.02)
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("progressive-")]
+
+
+async def test_jxl_pairs_arrive_bit_exact_in_fewer_bytes_and_auto_order_follows_the_link(
+        world, shared_data, monkeypatch):
+    """codec=jxl on eight CT slices: each frame announced as a JPEG XL pair (preview, then the
+    frame) and reassembled bit-exact, in ~20 % fewer bytes than HTJ2K. The default order
+    "auto" follows the measured link (made to read 2 Mbit/s, then 1 Gbit/s, at 100 ms RTT):
+    every preview before the rest of the view on the slow one, the view whole first on the
+    fast one, and each status says which. A viewer that kept some frames gets only the rest."""
+    paths = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))[8:16]
+    add_patient(world, CT_PATIENT)
+    await stow(world, paths)
+    pixels = [pydicom.dcmread(p).pixel_array for p in paths]
+    count, view, url = len(paths), 3, series_url(paths[0])
+
+    # cold: the pairs are made while the first viewer waits
+    async with world.client.ws_connect(url + f"?frame_index={view}&codec=jxl&order=previews",
+                                       headers=world.auth("clinician")) as ws:
+        viewer = Viewer(ws)
+        await viewer.until_complete(count)
+    assert viewer.series["codec"] == "jxl" and viewer.errors == []
+    assert {f["codec"] for f in viewer.frames.values()} == {"jxl"}
+    assert all(len(f["level_ends"]) == 2 and f["preview_level"] == 0 and
+               f["preview_shape"] == [128, 128] for f in viewer.frames.values())
+    check_bit_exact(viewer, pixels)
+    pair_bytes = sum(f["length"] for f in viewer.frames.values())
+    htj2k_bytes = sum(progressive.encode(p)[1].length for p in pixels)
+    assert pair_bytes < 0.85 * htj2k_bytes, (pair_bytes, htj2k_bytes)
+    assert viewer.statuses[-1]["sent_bytes"] == pair_bytes
+    assert viewer.statuses[-1]["codec"] == "jxl"
+
+    # warm, default order, token and codec in the auth message, a 2 Mbit/s link: the view's
+    # preview, every other preview, then the rest of the view and the others outward
+    monkeypatch.setattr(plan.LinkMeter, "link", lambda self: plan.Link(2e6, 0.1))
+    async with world.client.ws_connect(url) as ws:
+        await ws.send_json({"type": "auth", "token": world.tokens["clinician"],
+                            "frame_index": view, "codec": "jxl"})
+        viewer = Viewer(ws)
+        await viewer.until_complete(count)
+    assert viewer.series["order"] == "auto" and viewer.series["codec"] == "jxl"
+    firsts = []
+    for frame, _, _, _, _ in viewer.chunks:
+        if frame not in firsts:
+            firsts.append(frame)
+    assert firsts == outward(view, count)
+    beyond = [n for n, c in enumerate(viewer.chunks) if c[2] > preview_end(viewer.frames[c[0]])]
+    assert viewer.chunks[beyond[0]][0] == view, "the view's frame part leads the full parts"
+    assert {c[0] for c in viewer.chunks[:beyond[0]]} == set(range(count)), \
+        "every preview before the rest of the view"
+    finished = [c[0] for c in viewer.chunks if c[4] & FRAME_END]
+    assert finished == outward(view, count)
+    plans = [s["plan"] for s in viewer.statuses]
+    assert plans[0]["view_first"] is False and plans[-1]["phase"] == "done"
+    check_bit_exact(viewer, pixels)
+
+    monkeypatch.setattr(plan.LinkMeter, "link", lambda self: plan.Link(1e9, 0.1))
+    async with world.client.ws_connect(url + f"?frame_index={view}&codec=jxl",
+                                       headers=world.auth("clinician")) as ws:
+        fast = Viewer(ws)
+        await fast.until_complete(count)
+    assert [c[0] for c in fast.chunks[:2]] == [view, view] and fast.chunks[1][4] & FRAME_END
+    assert fast.statuses[0]["plan"]["view_first"] is True
+    check_bit_exact(fast, pixels)
+
+    # a viewer that kept frames 0-5 whole and frame 6's preview gets the rest only
+    have = [{"frame_index": i, "bytes": f["length"] if i < 6 else preview_end(f),
+             "sha256": f["sha256"]} for i, f in viewer.frames.items() if i < 7]
+    async with world.client.ws_connect(url) as ws:
+        await ws.send_json({"type": "auth", "token": world.tokens["clinician"], "codec": "jxl",
+                            "have": have})
+        resumed = Viewer(ws)
+        resumed.frames = {i: f for i, f in viewer.frames.items() if i < 6}
+        resumed.streams = {h["frame_index"]: bytearray(viewer.streams[h["frame_index"]]
+                                                       [:h["bytes"]]) for h in have}
+        await resumed.until_complete(count)
+    assert {c[0] for c in resumed.chunks} == {6, 7}
+    assert resumed.statuses[-1]["sent_bytes"] == (viewer.frames[6]["length"]
+                                                  - preview_end(viewer.frames[6])
+                                                  + viewer.frames[7]["length"])
+    check_bit_exact(resumed, pixels)
 
 
 def test_tcp_info_is_read_from_a_real_socket():

@@ -184,3 +184,71 @@ def test_parse_tcp_info_reads_the_linux_layout():
     assert plan.parse_tcp_info(bytes(raw)) == TcpInfo(0.1015, 0.1002, 500_000.0, True,
                                                       123_456_789, 4096, 42, 1448)
     assert plan.parse_tcp_info(bytes(100)) is None
+
+
+# -- order "auto": the rest of the view before the other previews only on fast links -----------
+
+# a CT slice as a JPEG XL pair: the preview's code stream, then the frame's
+PAIR = (10_044, 98_707)
+
+
+def pairs(count: int) -> dict[int, FrameLevels]:
+    return {i: FrameLevels(i, PAIR, 0) for i in range(count)}
+
+
+def test_view_goes_first_when_it_takes_a_tenth_of_the_previews_time_at_most():
+    rest, previews = PAIR[1] - PAIR[0], 27 * PAIR[0]  # the view's frame part; 27 previews
+    assert not plan.view_goes_first(rest, previews, Link()), "unmeasured: previews first"
+    for rate in (500_000, 2_000_000, 8_000_000, 40_000_000):
+        assert not plan.view_goes_first(rest, previews, Link(rate, 0.1)), rate
+    assert plan.view_goes_first(rest, previews, Link(60_000_000, 0.1))
+    assert plan.view_goes_first(rest, previews, Link(1e9, 0.1))
+    assert not plan.view_goes_first(rest, previews, Link(1e9, 0.001)), "a LAN: 0.8 vs 0.3 ms"
+    # the threshold is the share of the previews' own line time
+    line = previews * 8 / 50e6 + 0.1
+    assert plan.view_goes_first(rest, previews, Link(50e6, 0.1)) == (
+        rest * 8 / 50e6 <= plan.VIEW_FIRST_SHARE * line)
+    assert plan.view_goes_first(rest, 0, Link()), "no other previews left: the view goes on"
+    assert plan.view_goes_first(0, previews, Link()), "nothing of the view left"
+    assert plan.view_goes_first(rest, previews, Link(), plan.VIEW)
+    assert not plan.view_goes_first(rest, previews, Link(1e9, 0.1), plan.PREVIEWS)
+    with pytest.raises(ValueError):
+        plan.view_goes_first(rest, previews, Link(), "sideways")
+
+
+def test_auto_order_on_slow_and_fast_links():
+    frames = pairs(4)
+    slow = plan.plan(frames, 4, view=1, have={}, link=Link(2_000_000, 0.1), order=plan.AUTO)
+    assert [(i.frame_index, i.end, i.label) for i in slow] == [
+        (1, PAIR[0], PREVIEW), (2, PAIR[0], PREVIEW), (0, PAIR[0], PREVIEW),
+        (3, PAIR[0], PREVIEW), (1, PAIR[1], DIAGNOSTIC), (2, PAIR[1], DIAGNOSTIC),
+        (0, PAIR[1], DIAGNOSTIC), (3, PAIR[1], DIAGNOSTIC)]
+    summary = plan.summarize(slow, 1, Link(2_000_000, 0.1))
+    assert summary.view_first is False and summary.as_dict()["view_first"] is False
+    assert summary.previews_eta_s == pytest.approx(4 * PAIR[0] * 8 / 2e6 + 0.1)
+    fast = plan.plan(frames, 4, view=1, have={}, link=Link(1e9, 0.1), order=plan.AUTO)
+    assert [(i.frame_index, i.end) for i in fast[:3]] == [(1, PAIR[0]), (1, PAIR[1]), (2, PAIR[0])]
+    assert plan.summarize(fast, 1).view_first is True
+    unmeasured = plan.plan(frames, 4, view=1, have={}, order=plan.AUTO)
+    assert unmeasured == slow, "until the link is measured, previews first"
+    # once every preview is there, the view's rest leads what is left, whatever the rate
+    held = sent(slow[:4])
+    later = plan.plan(frames, 4, view=1, have=held, link=Link(500_000, 0.1), order=plan.AUTO)
+    assert [(i.frame_index, i.start) for i in later[:1]] == [(1, PAIR[0])]
+    assert plan.summarize(later, 1).view_first is None
+    # a view moved to a frame without its preview: its preview, the others', then its rest
+    moved = plan.plan(frames, 4, view=3, have={1: PAIR[1], 2: PAIR[0]},
+                      link=Link(500_000, 0.1), order=plan.AUTO)
+    assert [(i.frame_index, i.start, i.end) for i in moved] == [
+        (3, 0, PAIR[0]), (0, 0, PAIR[0]), (3, PAIR[0], PAIR[1]), (2, PAIR[0], PAIR[1]),
+        (0, PAIR[0], PAIR[1])]
+
+
+def test_auto_order_while_frames_are_still_being_made():
+    """Only ready frames count: a lone ready view goes on to its full quality (the link would
+    idle otherwise) and the previews that become ready then lead again."""
+    alone = plan.plan({5: FrameLevels(5, PAIR, 0)}, 9, view=5, have={}, order=plan.AUTO)
+    assert [(i.frame_index, i.end) for i in alone] == [(5, PAIR[0]), (5, PAIR[1])]
+    frames = {i: FrameLevels(i, PAIR, 0) for i in (4, 5, 6)}
+    partly = plan.plan(frames, 9, view=5, have={5: 40_000}, link=Link(2e6, 0.1), order=plan.AUTO)
+    assert [(i.frame_index, i.start) for i in partly[:3]] == [(6, 0), (4, 0), (5, 40_000)]
