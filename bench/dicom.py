@@ -2,7 +2,7 @@
 both against the physical line, in one run.
 
     python bench/dicom.py [--rates 0.5mbit,2mbit,8mbit] [--rtt 100ms] [--repeats 1]
-                          [--images ct,cr,mr] [--view 14] [--orders view,previews]
+                          [--images ct,cr,mr] [--view 14] [--orders view,previews,auto:jxl]
                           [--no-orthanc]
     python bench/dicom.py serve|setup|fetch ...      (started by the above, inside a namespace)
 
@@ -231,8 +231,9 @@ async def fetch_ours(spec: dict) -> Timing:
     from diagnosis.dicom.delivery import FRAME_END, HEADER
     originals = load_originals(spec["files"])
     view, result = spec["view"], Timing()
+    order, _, codec = spec["order"].partition(":")
     url = (f"{spec['base']}/dicomweb/studies/{spec['study']}/series/{spec['series']}/progressive"
-           f"?frame_index={view}&order={spec['order']}")
+           f"?frame_index={view}&order={order}&codec={codec or 'htj2k'}")
     headers = {"Authorization": f"Bearer {spec['token']}"}
     frames: dict[int, dict] = {}
     streams: dict[int, bytearray] = {}
@@ -264,13 +265,13 @@ async def fetch_ours(spec: dict) -> Timing:
                             result.first_look = now
                         if len(previewed) == count:
                             result.all_previews = now
-                        small = progressive.decode(bytes(stream[:preview_end]),
-                                                   levels - 1 - info["preview_level"])
+                        small = progressive.decode_frame(bytes(stream), info,
+                                                         info["preview_level"])
                         expected = tuple(-(-n // 4) for n in info["shape"][:2])
-                        if levels > 2 and small.shape[:2] != expected:
+                        if (codec == "jxl" or levels > 2) and small.shape[:2] != expected:
                             result.notes.append(f"frame {index}: preview {small.shape}")
                     if flags & FRAME_END:
-                        decoded = progressive.decode(bytes(stream))
+                        decoded = progressive.decode_frame(bytes(stream), info)
                         original = originals[(info["sop_instance_uid"], info["frame_number"])]
                         done = time.monotonic() - start
                         finished.add(index)
@@ -297,7 +298,7 @@ async def fetch_ours(spec: dict) -> Timing:
                 else:
                     raise RuntimeError(f"the socket closed early ({message.type.name})")
             await ws.close()
-    result.syntaxes = ["1.2.840.10008.1.2.4.202 (HTJ2K RPCL streams)"]
+    result.syntaxes = [f"{codec or 'htj2k'} progressive streams"]
     return result
 
 
@@ -554,6 +555,8 @@ async def setup(spec: dict) -> dict:
         first = await fetch_ours({**common, "base": ours, "order": "view"})
         warm["ours_cold_s"] = round(time.monotonic() - start, 3)
         warm["ours_cold_exact"] = first.exact
+        pairs = await fetch_ours({**common, "base": ours, "order": "view:jxl"})
+        warm["ours_jxl_cold_exact"] = pairs.exact
         if orthanc:
             for name, kind, extra in (("wado_default", "wado", {}),
                                       ("wado_jpegls", "wado", {"syntax": JPEG_LS}),
@@ -951,8 +954,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--images", default="ct,cr,mr", help="any of ct, cr, mr")
     parser.add_argument("--view", type=int, default=14, help="the CT slice in view (0-based)")
-    parser.add_argument("--orders", default="view,previews",
-                        help="our orders to measure, as the endpoint's ?order= takes them")
+    parser.add_argument("--orders", default="view,previews,auto:jxl",
+                        help="our orders to measure, as the endpoint's ?order= takes them; "
+                             "ORDER:CODEC also picks the ?codec= (htj2k by default, or jxl)")
     parser.add_argument("--no-orthanc", action="store_true")
     commands = parser.add_subparsers(dest="command")
     serve_args = commands.add_parser("serve", help="(internal) our app in the server namespace")
