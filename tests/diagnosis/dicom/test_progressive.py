@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from pathlib import Path
 
 import imagecodecs
 import numpy as np
