@@ -37,7 +37,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 import pydicom
@@ -120,20 +120,26 @@ def _file_bytes(ds: pydicom.Dataset, syntax: str) -> bytes:
     return out.getvalue() + body.getvalue()
 
 
+def _decoded_for(ds: pydicom.Dataset, check: Callable[[PixelFormat], None]
+                 ) -> tuple[PixelFormat, list[np.ndarray], str]:
+    """The frames of `ds` once an encoder's pixel `check` accepts them, and the photometric
+    interpretation they decode to."""
+    fmt, frames = decode_frames(ds)
+    try:
+        check(fmt)
+    except codecs.UnsupportedPixels as exc:
+        raise NotTranscodable(str(exc)) from None
+    photometric = fmt.photometric_interpretation
+    return fmt, frames, "RGB" if photometric in DECODED_AS_RGB else photometric
+
+
 def transcode_dataset(ds: pydicom.Dataset, syntax: str) -> pydicom.Dataset:
     """`ds` changed in place to `syntax` (lossless targets only)."""
     codec = codecs.get_codec(syntax)
     if not codec.can_encode:
         raise NotTranscodable(f"this node does not produce {codec.name} ({syntax})"
                               if codec.is_available else str(_missing(codec)))
-    fmt, frames = decode_frames(ds)
-    try:
-        codec.check(fmt)
-    except codecs.UnsupportedPixels as exc:
-        raise NotTranscodable(str(exc)) from None
-    photometric = fmt.photometric_interpretation
-    if photometric in DECODED_AS_RGB:
-        photometric = "RGB"
+    fmt, frames, photometric = _decoded_for(ds, codec.check)
     if codec.encapsulated and photometric not in COMPRESSED_PHOTOMETRICS:
         raise NotTranscodable(f"Photometric Interpretation {photometric} is kept only in native "
                               f"syntaxes, not in {codec.name}")
@@ -274,14 +280,7 @@ def lossy_dataset(ds: pydicom.Dataset, syntax: str,
         raise NotTranscodable(f"{syntax} is not a lossy syntax produced here")
     if not encoder.is_available:
         raise NotTranscodable(_missing(encoder.codec))
-    fmt, frames = decode_frames(ds)
-    try:
-        encoder.check(fmt)
-    except codecs.UnsupportedPixels as exc:
-        raise NotTranscodable(str(exc)) from None
-    photometric = fmt.photometric_interpretation
-    if photometric in DECODED_AS_RGB:
-        photometric = "RGB"
+    fmt, frames, photometric = _decoded_for(ds, encoder.check)
     if photometric not in {"MONOCHROME1", "MONOCHROME2", "RGB"}:
         raise NotTranscodable(f"Photometric Interpretation {photometric} is not compressed lossy "
                               "(palette indices and subsampled colour are kept exact)")
