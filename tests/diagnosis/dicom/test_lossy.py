@@ -24,8 +24,6 @@ from pydicom.uid import generate_uid
 
 from diagnosis.dicom import codecs, transcode
 from diagnosis.dicom.codecs import PixelFormat
-from telemed.store import accounts
-from telemed.store.database import connect
 
 EXPLICIT_LE = codecs.EXPLICIT_VR_LITTLE_ENDIAN
 J2K, HTJ2K, JLS_NEAR = codecs.JPEG_2000, codecs.HTJ2K, codecs.JPEG_LS_NEAR_LOSSLESS
@@ -48,26 +46,6 @@ async def parts(response) -> list[tuple[dict, bytes]]:
     while (part := await reader.next()) is not None:
         found.append((dict(part.headers), bytes(await part.read(decode=False))))
     return found
-
-
-@pytest.fixture
-def files(shared_data) -> dict[str, Path]:
-    return {p.name: p for p in sorted((shared_data / "dicom").glob("*/*.dcm"))}
-
-
-@pytest.fixture
-def imaging(world, files):
-    """Every DICOM Patient ID in the data registered at the township (the clinician's)."""
-    conn = connect(world.data_dir / "telemed.sqlite3")
-    for patient_id in {pydicom.dcmread(p, stop_before_pixels=True).get("PatientID") or "ANON-1"
-                       for p in files.values()}:
-        try:
-            accounts.get_patient(conn, patient_id)
-        except LookupError:
-            accounts.create_patient(conn, {"id": patient_id, "name": patient_id, "sex": "U",
-                                           "home_institution_id": world.institutions["township"]})
-    conn.close()
-    return world
 
 
 async def stow(world, blobs: list[bytes], query: str = "") -> None:

@@ -23,8 +23,6 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
 
 from diagnosis.dicom import codecs, transcode
-from telemed.store import accounts
-from telemed.store.database import connect
 
 EXPLICIT_LE = codecs.EXPLICIT_VR_LITTLE_ENDIAN
 SYNTAXES = codecs.lossless_targets()
@@ -46,26 +44,6 @@ async def parts(response) -> list[tuple[str, bytes]]:
     while (part := await reader.next()) is not None:
         found.append((part.headers[hdrs.CONTENT_TYPE], bytes(await part.read(decode=False))))
     return found
-
-
-@pytest.fixture
-def files(shared_data) -> dict[str, Path]:
-    return {p.name: p for p in sorted((shared_data / "dicom").glob("*/*.dcm"))}
-
-
-@pytest.fixture
-def imaging(world, files):
-    """Every DICOM Patient ID in the data (and the ECG's) registered at the township."""
-    conn = connect(world.data_dir / "telemed.sqlite3")
-    for patient_id in {pydicom.dcmread(p, stop_before_pixels=True).get("PatientID") or "ANON-1"
-                       for p in files.values()} | {"642341"}:
-        try:
-            accounts.get_patient(conn, patient_id)
-        except LookupError:
-            accounts.create_patient(conn, {"id": patient_id, "name": patient_id, "sex": "U",
-                                           "home_institution_id": world.institutions["township"]})
-    conn.close()
-    return world
 
 
 async def stow(world, paths_or_blobs) -> None:
