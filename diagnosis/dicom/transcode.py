@@ -184,12 +184,18 @@ def derive(source: str, syntax: str, target: str, source_sha256: str) -> dict[st
         blob = _file_bytes(transcode_dataset(ds, syntax), syntax)
     except (codecs.CodecUnavailable, codecs.UnsupportedPixels) as exc:
         raise NotTranscodable(str(exc)) from None
+    return _write_derivative(target, blob, {
+        "syntax": syntax, "source_sha256": source_sha256, "frames": frames,
+        "source_size": os.path.getsize(source), "verified": "bit-exact",
+        "seconds": round(time.perf_counter() - started, 4)})
+
+
+def _write_derivative(target: str | Path, blob: bytes, info: dict[str, Any]) -> dict[str, Any]:
+    """The derivative and its JSON sidecar (with the file's size and SHA-256), each written to
+    a temporary name and renamed, so a reader never sees half a file."""
     path = Path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = {"syntax": syntax, "source_sha256": source_sha256, "size": len(blob),
-            "sha256": hashlib.sha256(blob).hexdigest(), "frames": frames,
-            "source_size": os.path.getsize(source), "verified": "bit-exact",
-            "seconds": round(time.perf_counter() - started, 4)}
+    info = {**info, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     for suffix, data in ((".dcm", blob), (".json", json.dumps(info).encode())):
         temporary = path.with_name(f".{path.stem}.{os.getpid()}{suffix}")
         temporary.write_bytes(data)
@@ -321,17 +327,10 @@ def derive_lossy(source: str, syntax: str, target: str, source_sha256: str,
     except (codecs.CodecUnavailable, codecs.UnsupportedPixels, codecs.LossyUnsuitable) as exc:
         raise NotTranscodable(str(exc)) from None
     blob = _file_bytes(ds, syntax)
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = {"syntax": syntax, "source_sha256": source_sha256, "size": len(blob),
-            "sha256": hashlib.sha256(blob).hexdigest(), "frames": frames,
-            "source_size": os.path.getsize(source), "verified": LOSSY_VERIFIED, "lossy": stats,
-            "seconds": round(time.perf_counter() - started, 4)}
-    for suffix, data in ((".dcm", blob), (".json", json.dumps(info).encode())):
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}{suffix}")
-        temporary.write_bytes(data)
-        os.replace(temporary, path.with_suffix(suffix))
-    return info
+    return _write_derivative(target, blob, {
+        "syntax": syntax, "source_sha256": source_sha256, "frames": frames,
+        "source_size": os.path.getsize(source), "verified": LOSSY_VERIFIED, "lossy": stats,
+        "seconds": round(time.perf_counter() - started, 4)})
 
 
 def lossy_path(root: Path, sop_instance_uid: str, syntax: str, cap: float) -> Path:
