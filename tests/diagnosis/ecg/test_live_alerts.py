@@ -83,3 +83,31 @@ async def test_an_asystole_alert_reaches_the_expert_within_a_second(world, arres
         ("ASYSTOLE", alert["sample"])]
     assert stored["alerts_raised"][0]["raised_at"]
     assert ("ASYSTOLE", alert["sample"]) in [(a["kind"], a["sample"]) for a in stored["alerts"]]
+
+
+async def test_a_failing_analysis_never_stops_the_ingest(world, arrest, monkeypatch):
+    """The analysis breaks on the first frame: every frame is still acknowledged and stored."""
+    from diagnosis.ecg.live import LiveAnalysis
+
+    def broken(self, samples):
+        raise RuntimeError("injected analysis failure")
+
+    monkeypatch.setattr(LiveAnalysis, "push", broken)
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient}, expect=201)
+    stream = uuid.UUID(created["id"])
+    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}",
+                                           headers=world.auth("clinician"))
+    assert (await ingest.receive_json())["type"] == "ready"
+    count = 20
+    for seq in range(count):
+        frame = Frame(stream, seq, seq * FRAME, FS, ("MLII", "V5"), (200.0, 200.0),
+                      arrest[seq * FRAME:(seq + 1) * FRAME])
+        await ingest.send_bytes(encode(frame))
+        reply = await ingest.receive_json()
+        assert (reply["type"], reply["ack"]) == ("ack", seq)
+    await ingest.close()
+    response = await world.client.get(f"/api/ecg/streams/{stream}/samples",
+                                      headers=world.auth("clinician"))
+    stored = np.frombuffer(await response.read(), dtype="<i2").reshape(-1, 2)
+    assert np.array_equal(stored, arrest[:count * FRAME])
