@@ -12,6 +12,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 import diagnosis.dicom.delivery
+import diagnosis.dicom.ingest
 import diagnosis.dicom.dicomweb
 import diagnosis.dicom.scp
 import diagnosis.ecg.routes
@@ -83,8 +84,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(close_websockets)
     app.cleanup_ctx.extend([_database, _bus])
     for routes in (health, accounts, consults, referrals, audit, recordings, signaling.routes,
-                   signaling.whip, diagnosis.ecg.routes, diagnosis.dicom.dicomweb,
-                   diagnosis.dicom.delivery, diagnosis.dicom.scp):
+                   signaling.whip, diagnosis.ecg.routes, diagnosis.dicom.ingest,
+                   diagnosis.dicom.dicomweb, diagnosis.dicom.delivery, diagnosis.dicom.scp):
         routes.setup(app)
     _serve_client(app)
     return app

@@ -151,8 +151,10 @@ def seed_network(data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, max_body_bytes=64 * 1024, secret_key="s" * 48)
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    marker = request.node.get_closest_marker("settings")
+    return Settings(data_dir=tmp_path, max_body_bytes=64 * 1024, secret_key="s" * 48,
+                    **(marker.kwargs if marker else {}))
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ It measures the link on its own socket (TCP_INFO: RTT, delivery rate, bytes ackn
 than waiting for replies, and keeps little unsent data queued (TCP_NOTSENT_LOWAT and a small
 transport buffer), so a view change takes effect after a fraction of a second of line time.
 Code streams are made once per instance by the app's `Deriver` (a thread pool; the codec
-releases the GIL) and cached verified under the data folder.
+releases the GIL), as images are stored (`ingest`) or else at first viewing, and cached
+verified under the data folder.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, AsyncIterator
 from aiohttp import WSMsgType, web
 
 from diagnosis.dicom import archive, plan, progressive, qido
+from diagnosis.dicom.ingest import DERIVER
 from diagnosis.dicom.plan import FrameLevels, LinkMeter, TcpInfo, parse_tcp_info
 from diagnosis.dicom.progressive import Deriver
 from telemed.api.context import DATABASE, SETTINGS, open_websocket
@@ -78,15 +80,6 @@ def set_notsent_lowat(sock: Any, size: int) -> None:
 
 
 # -- code streams, made once in the app's pool ---------------------------------------------------
-
-DERIVER = web.AppKey("progressive_deriver", Deriver)
-
-
-async def _deriver_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[DERIVER] = Deriver(app[SETTINGS].data_dir / "dicom" / "progressive")
-    yield
-    await app[DERIVER].close()
-
 
 # -- the series and its frames -----------------------------------------------------------------
 
@@ -489,4 +482,3 @@ def _handle(delivery: Delivery, body: Any, count: int) -> None:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/dicomweb/studies/{study}/series/{series}/progressive", progressive_series)
-    app.cleanup_ctx.append(_deriver_ctx)

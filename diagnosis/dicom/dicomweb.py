@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable
 import pydicom
 from aiohttp import MultipartWriter, hdrs, web
 
-from diagnosis.dicom import archive, codecs, qido, render, transcode
+from diagnosis.dicom import archive, codecs, ingest, qido, render, transcode
 from diagnosis.dicom.archive import DicomRejected
 from diagnosis.dicom.transcode import TRANSCODER, transcoder_ctx
 from telemed.api.context import DATABASE, SETTINGS
@@ -103,8 +103,7 @@ async def store(request: web.Request) -> web.Response:
             instance = None
             try:
                 instance = await asyncio.to_thread(archive.inspect, path)
-                await request.app[DATABASE].write(archive.admit, caller, instance, patient_id,
-                                                  consult_id, root, path)
+                await ingest.admit(request.app, caller, instance, path, patient_id, consult_id)
                 stored.append(instance)
             except DicomRejected as exc:
                 failed.append((instance, FAILED_CANNOT_UNDERSTAND))

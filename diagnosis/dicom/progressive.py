@@ -22,11 +22,14 @@ codecs release the GIL, so threads encode in parallel).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import struct
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,8 @@ import pydicom
 import pydicom.pixels
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID
+
+log = logging.getLogger(__name__)
 
 VERSION = "htj2k-rpcl-tlm-1"
 """Changes whenever the HTJ2K encoding changes, so caches made by older code are not used."""
@@ -434,7 +439,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class Deriver:
     """Owns the worker threads that make and verify frame streams; one job per instance and
     mode at a time however many viewers ask, and results remembered while the cache files
-    stay valid."""
+    stay valid. Newly stored instances are prepared in the background, one at a time, so the
+    first viewer finds their streams made and ingest never takes more than one worker."""
 
     def __init__(self, cache_root: Path, workers: int | None = None) -> None:
         self.cache_root = cache_root
@@ -442,6 +448,22 @@ class Deriver:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="progressive")
         self._running: dict[tuple[str, str], asyncio.Future] = {}
         self._known: dict[tuple[str, str], list[Derivative]] = {}
+        self._waiting: deque[tuple[Path, str, str]] = deque()
+        self._preparing: asyncio.Task | None = None
+
+    def prepare(self, source: Path, sha256: str, modes: tuple[str, ...]) -> None:
+        """Queue a stored instance's streams for `modes`; returns at once."""
+        self._waiting.extend((source, sha256, mode) for mode in modes)
+        if self._waiting and (self._preparing is None or self._preparing.done()):
+            self._preparing = asyncio.get_running_loop().create_task(self._prepare_waiting())
+
+    async def _prepare_waiting(self) -> None:
+        while self._waiting:
+            source, sha256, mode = self._waiting.popleft()
+            try:
+                await self.derivatives(source, sha256, mode)
+            except Exception as exc:  # unsupported pixels stay viewable as stored, say why
+                log.warning("no %s streams for %s: %s", mode, source.name, exc)
 
     def known(self, sha256: str, mode: str = HTJ2K) -> list[Derivative] | None:
         """The instance's streams if this node made or checked them already."""
@@ -466,4 +488,9 @@ class Deriver:
         return made
 
     async def close(self) -> None:
+        self._waiting.clear()
+        if self._preparing is not None:
+            self._preparing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preparing
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)

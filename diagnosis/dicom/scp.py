@@ -19,7 +19,7 @@ from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
-from diagnosis.dicom import archive
+from diagnosis.dicom import archive, ingest
 from diagnosis.dicom.archive import DicomRejected
 from telemed.api.context import DATABASE, SETTINGS
 from telemed.api.problems import audit_refusal
@@ -86,8 +86,7 @@ class StoreSCP:
         caller = Caller(actor, peer)
         try:
             instance = await asyncio.to_thread(archive.inspect, path)
-            await database.write(archive.admit, caller, instance, None, None,
-                                 settings.data_dir, path)
+            await ingest.admit(self.app, caller, instance, path)
         except DicomRejected as exc:
             log.warning("C-STORE from %s refused: %s", peer, exc)
             return CANNOT_UNDERSTAND

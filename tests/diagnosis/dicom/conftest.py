@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pydicom
 import pytest
 
+from diagnosis.dicom import progressive
 from telemed.store import accounts
 from telemed.store.database import connect
 
@@ -34,3 +36,19 @@ def imaging(world, files):
                                            "home_institution_id": world.institutions["township"]})
     conn.close()
     return world
+
+
+@pytest.fixture
+def prepared(world):
+    """Waits until an instance's streams for a codec are in the cache; False after `timeout`."""
+    root = world.data_dir / "dicom" / "progressive"
+
+    async def wait(sha256: str, mode: str, timeout: float = 60.0) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while progressive.load(sha256, root, mode) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    return wait

@@ -2,7 +2,7 @@
 ../shared/data/dicom uploaded through STOW-RS. The viewer gets the frame in view first, then a
 preview of every frame, then full quality outward; a view change re-orders what is left; every
 frame reassembles bit-exact, in HTJ2K and in JPEG XL pairs; bad input gets an error and the
-stream goes on."""
+stream goes on. Streams are prepared as images are stored (`dicom_prepare`), before anyone asks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from aiohttp import MultipartWriter, WSMsgType, WSServerHandshakeError, hdrs
 
 from diagnosis.dicom import delivery, plan, progressive
 from diagnosis.dicom.delivery import FRAME_END, HEADER, LEVEL_END, read_tcp_info
+from telemed.app import create_app
+from telemed.settings import SettingsError
 from telemed.store import accounts
 from telemed.store.database import connect
 
@@ -458,3 +461,33 @@ def test_tcp_info_is_read_from_a_real_socket():
     assert info is not None and info.bytes_acked >= 200_000 and info.mss > 0
     assert 0 < info.rtt_s < 0.1 and info.notsent_bytes == 0
     assert read_tcp_info(None) is None
+
+
+@pytest.mark.settings(dicom_prepare=("htj2k", "jxl"))
+async def test_stored_images_are_prepared_in_every_configured_codec(imaging, shared_data,
+                                                                   prepared):
+    world = imaging
+    paths = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))[:4]
+    await stow(world, paths + [shared_data / "ecg" / "dicom" / "waveform_ecg.dcm"])
+    with world.db() as conn:
+        rows = conn.execute("SELECT sha256, is_image FROM dicom_instances").fetchall()
+    images = [row["sha256"] for row in rows if row["is_image"]]
+    assert len(images) == 4 and len(rows) == 5
+    for sha256 in images:
+        for mode in ("htj2k", "jxl"):
+            assert await prepared(sha256, mode), (sha256, mode)
+    cache = world.data_dir / "dicom" / "progressive"
+    ecg = next(row["sha256"] for row in rows if not row["is_image"])
+    assert not [p for p in cache.rglob("*") if ecg in str(p)], "no streams for a waveform"
+
+    async with world.client.ws_connect(series_url(paths[0]) + "?codec=jxl",
+                                       headers=world.auth("clinician")) as ws:
+        viewer = Viewer(ws)
+        await viewer.next()
+        await viewer.until_complete(len(paths))
+    assert viewer.errors == []
+
+
+async def test_unknown_codec_to_prepare_stops_the_start(settings, aiohttp_client):
+    with pytest.raises(SettingsError, match="webp"):
+        await aiohttp_client(create_app(replace(settings, dicom_prepare=("htj2k", "webp"))))

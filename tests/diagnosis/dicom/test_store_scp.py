@@ -10,6 +10,7 @@ import socket
 import pydicom
 import pytest
 
+from diagnosis.dicom import progressive
 from telemed.settings import Settings
 from telemed.store import accounts
 from telemed.store.database import connect
@@ -38,7 +39,7 @@ async def storescu(port: int, *paths) -> tuple[int, str]:
     return process.returncode, output.decode(errors="replace")
 
 
-async def test_storescu_push_is_stored_and_found(world, settings, shared_data):
+async def test_storescu_push_is_stored_and_found(world, settings, shared_data, prepared):
     series = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))[:5]
     conn = connect(world.data_dir / "telemed.sqlite3")
     accounts.create_patient(conn, {"id": "QMNx85rKkkg", "name": "CT", "sex": "U",
@@ -58,6 +59,12 @@ async def test_storescu_push_is_stored_and_found(world, settings, shared_data):
         assert stored.PatientID == originals[uid].PatientID
     entries = (await world.call("GET", "/api/audit", "admin", expect=200))["entries"]
     assert any(e["action"] == "dicom.store" and "TOWNSHIP_CT" in e["client"] for e in entries)
+    with world.db() as conn:
+        digests = [r[0] for r in conn.execute("SELECT sha256 FROM dicom_instances")]
+    cache = world.data_dir / "dicom" / "progressive"
+    for sha256 in digests:  # the default `dicom_prepare`: HTJ2K streams made as pushed
+        assert await prepared(sha256, "htj2k")
+        assert progressive.load(sha256, cache, "jxl") is None
 
 
 async def test_unknown_patient_is_refused_and_nothing_kept(world, settings, shared_data):
