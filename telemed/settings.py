@@ -38,6 +38,8 @@ class Settings:
     dicom_port: int = 0
     dicom_ae_title: str = "TELEMED"
     dicom_account: str | None = None
+    dicom_viewer_origins: tuple[str, ...] = field(default_factory=tuple)
+    """Web origins of DICOMweb viewers served elsewhere (e.g. OHIF) allowed to call /dicomweb."""
     dicom_prepare: tuple[str, ...] = ("htj2k",)
     """Progressive codecs made for each image as it is stored (empty: at first viewing)."""
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import aiohttp_cors
 import pydicom
 from aiohttp import MultipartWriter, hdrs, web
 
@@ -499,13 +500,28 @@ async def rendered(request: web.Request) -> web.Response:
     return web.Response(body=image, content_type=media)
 
 
+def _allow_viewer_origins(app: web.Application, routes: list[web.AbstractRoute]) -> None:
+    """CORS for browser viewers on other origins (OHIF): they send the Bearer token in an
+    Authorization header, so each request is preflighted; no cookies are involved."""
+    origins = app[SETTINGS].dicom_viewer_origins
+    if not origins:
+        return
+    options = aiohttp_cors.ResourceOptions(allow_headers="*", expose_headers="*", max_age=3600)
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in routes:
+        cors.add(route)
+
+
 def setup(app: web.Application) -> None:
+    before = set(app.router.routes())
     app.cleanup_ctx.append(transcoder_ctx)
     study, series = "/dicomweb/studies/{study}", "/dicomweb/studies/{study}/series/{series}"
     instance = series + "/instances/{instance}"
-    app.router.add_post("/dicomweb/studies", store)
+    studies = app.router.add_resource("/dicomweb/{level:studies}")  # a preflight sees GET+POST
+    studies.add_route("GET", search)
+    studies.add_route("POST", store)
     app.router.add_post("/api/dicom", store)
-    for prefix, levels in (("/dicomweb", "studies|series|instances"), (study, "series|instances"),
+    for prefix, levels in (("/dicomweb", "series|instances"), (study, "series|instances"),
                            (series, "instances")):
         app.router.add_get(prefix + "/{level:" + levels + "}", search)
     for path in (study, series, instance):
@@ -515,3 +531,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get(instance + "/bulkdata/{tag:[0-9A-Fa-f]{8}}", bulkdata)
     app.router.add_get(instance + "/{view:rendered|thumbnail}", rendered)
     app.router.add_get(instance + "/frames/{frame:[0-9]+}/{view:rendered|thumbnail}", rendered)
+    _allow_viewer_origins(app, [r for r in app.router.routes() if r not in before])

@@ -376,3 +376,60 @@ async def test_a_plain_application_dicom_upload_is_stored(archive_world, files):
         "Content-Type": "application/dicom", **world.auth("clinician")})
     assert truncated.status in (400, 409, 422), await truncated.text()
     assert stored_count(world) == (1, 1)
+
+
+VIEWER_ORIGIN = "http://viewer.hospital.test:3000"
+
+
+@pytest.mark.settings(dicom_viewer_origins=(VIEWER_ORIGIN,))
+async def test_a_viewer_on_another_origin_reads_a_study_as_ohif_does(archive_world, files):
+    """The requests OHIF v3's DICOMweb data source makes, from its own origin, with a Bearer
+    token: preflight, QIDO studies/series with its paging and includefield, series metadata,
+    frames as stored. Other origins get no CORS grant."""
+    world = archive_world
+    ct = sorted(p for p in files if p.parent.name == "ct-head-ge")[:3]
+    await stow(world, [p.read_bytes() for p in ct])
+    auth, origin = world.auth("clinician"), {"Origin": VIEWER_ORIGIN}
+    preflight = await world.client.options("/dicomweb/studies", headers={
+        **origin, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization,accept"})
+    assert preflight.status == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == VIEWER_ORIGIN
+    assert "AUTHORIZATION" in preflight.headers["Access-Control-Allow-Headers"].upper()
+
+    async def get(path: str, accept: str = "application/dicom+json"):
+        response = await world.client.get(path, headers={**auth, **origin, "Accept": accept})
+        assert response.status == 200, (path, await response.text())
+        assert response.headers["Access-Control-Allow-Origin"] == VIEWER_ORIGIN
+        return response
+
+    studies = await (await get("/dicomweb/studies?limit=101&offset=0&fuzzymatching=false"
+                               "&includefield=00081030%2C00080060&PatientID=QMNx85rKkkg")
+                     ).json(content_type=None)
+    study = studies[0]["0020000D"]["Value"][0]
+    series = await (await get(f"/dicomweb/studies/{study}/series?includefield=0008103E"
+                              )).json(content_type=None)
+    series_uid = series[0]["0020000E"]["Value"][0]
+    metadata = await (await get(f"/dicomweb/studies/{study}/series/{series_uid}/metadata")
+                      ).json(content_type=None)
+    assert len(metadata) == 3
+    sop = metadata[0]["00080018"]["Value"][0]
+    frame = await get(f"/dicomweb/studies/{study}/series/{series_uid}/instances/{sop}/frames/1",
+                      'multipart/related; type="application/octet-stream"; transfer-syntax=*')
+    (pixels,) = await parts(frame)
+    original = next(pydicom.dcmread(p) for p in ct if uid_of(p)[2] == sop)
+    assert pixels == original.PixelData
+
+    refused = await world.client.get("/dicomweb/studies", headers={
+        **auth, "Origin": "http://elsewhere.test"})
+    assert refused.status == 200 and "Access-Control-Allow-Origin" not in refused.headers
+    unauthenticated = await world.client.get("/dicomweb/studies", headers=origin)
+    assert unauthenticated.status == 401, "the grant is for reading the error, not for access"
+    assert unauthenticated.headers["Access-Control-Allow-Origin"] == VIEWER_ORIGIN
+
+
+async def test_no_cross_origin_access_unless_configured(archive_world):
+    preflight = await archive_world.client.options("/dicomweb/studies", headers={
+        "Origin": VIEWER_ORIGIN, "Access-Control-Request-Method": "GET"})
+    assert preflight.status in (403, 405)
+    assert "Access-Control-Allow-Origin" not in preflight.headers
