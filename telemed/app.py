@@ -11,10 +11,10 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-import diagnosis.dicom.delivery
-import diagnosis.dicom.ingest
 import diagnosis.dicom.dicomweb
+import diagnosis.dicom.ingest
 import diagnosis.dicom.scp
+import diagnosis.dicom.series_socket
 import diagnosis.ecg.routes
 import signaling.routes
 import signaling.whip
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_database, _bus])
     for routes in (health, accounts, consults, referrals, audit, recordings, signaling.routes,
                    signaling.whip, diagnosis.ecg.routes, diagnosis.dicom.ingest,
-                   diagnosis.dicom.dicomweb, diagnosis.dicom.delivery, diagnosis.dicom.scp):
+                   diagnosis.dicom.dicomweb, diagnosis.dicom.series_socket, diagnosis.dicom.scp):
         routes.setup(app)
     _serve_client(app)
     return app

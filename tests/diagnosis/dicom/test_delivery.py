@@ -18,8 +18,9 @@ import pydicom
 import pytest
 from aiohttp import MultipartWriter, WSMsgType, WSServerHandshakeError, hdrs
 
-from diagnosis.dicom import delivery, plan, progressive
-from diagnosis.dicom.delivery import FRAME_END, HEADER, LEVEL_END, read_tcp_info
+from diagnosis.dicom import link, plan, progressive, series_socket
+from diagnosis.dicom.delivery import FRAME_END, HEADER, LEVEL_END
+from diagnosis.dicom.link import read_tcp_info
 from telemed.app import create_app
 from telemed.settings import SettingsError
 from telemed.store import accounts
@@ -267,7 +268,7 @@ async def test_bad_input_gets_clear_errors_and_the_stream_goes_on(world, shared_
             assert closing.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
             assert ws.close_code == 1008
             return message
-    monkeypatch.setattr(delivery, "AUTH_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(series_socket, "AUTH_TIMEOUT_S", 0.3)
     for first, code in ((None, "unauthorized"),
                         ('{"type": "view", "frame_index": 0}', "unauthorized"),
                         ("not json", "unauthorized"),
@@ -396,7 +397,7 @@ async def test_jxl_pairs_arrive_bit_exact_in_fewer_bytes_and_auto_order_follows_
 
     # warm, default order, token and codec in the auth message, a 2 Mbit/s link: the view's
     # preview, every other preview, then the rest of the view and the others outward
-    monkeypatch.setattr(plan.LinkMeter, "link", lambda self: plan.Link(2e6, 0.1))
+    monkeypatch.setattr(link.LinkMeter, "link", lambda self: plan.Link(2e6, 0.1))
     async with world.client.ws_connect(url) as ws:
         await ws.send_json({"type": "auth", "token": world.tokens["clinician"],
                             "frame_index": view, "codec": "jxl"})
@@ -418,7 +419,7 @@ async def test_jxl_pairs_arrive_bit_exact_in_fewer_bytes_and_auto_order_follows_
     assert plans[0]["view_first"] is False and plans[-1]["phase"] == "done"
     check_bit_exact(viewer, pixels)
 
-    monkeypatch.setattr(plan.LinkMeter, "link", lambda self: plan.Link(1e9, 0.1))
+    monkeypatch.setattr(link.LinkMeter, "link", lambda self: plan.Link(1e9, 0.1))
     async with world.client.ws_connect(url + f"?frame_index={view}&codec=jxl",
                                        headers=world.auth("clinician")) as ws:
         fast = Viewer(ws)
@@ -456,8 +457,8 @@ def test_tcp_info_is_read_from_a_real_socket():
             while received < 200_000:
                 received += len(peer.recv(65536))
             info = read_tcp_info(client)
-            delivery.set_notsent_lowat(client, 16384)
-            assert client.getsockopt(socket.IPPROTO_TCP, delivery.TCP_NOTSENT_LOWAT) == 16384
+            link.set_notsent_lowat(client, 16384)
+            assert client.getsockopt(socket.IPPROTO_TCP, link.TCP_NOTSENT_LOWAT) == 16384
     assert info is not None and info.bytes_acked >= 200_000 and info.mss > 0
     assert 0 < info.rtt_s < 0.1 and info.notsent_bytes == 0
     assert read_tcp_info(None) is None

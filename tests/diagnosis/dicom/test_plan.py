@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from diagnosis.dicom import plan
-from diagnosis.dicom.plan import DIAGNOSTIC, PREVIEW, FrameLevels, Item, Link, LinkMeter, TcpInfo
+from diagnosis.dicom import link, plan
+from diagnosis.dicom.link import LinkMeter, TcpInfo
+from diagnosis.dicom.plan import DIAGNOSTIC, PREVIEW, FrameLevels, Item, Link
 
 # a CT slice as encoded: six resolution levels, the 1/4-resolution preview is level 3
 ENDS = (576, 1600, 4992, 15989, 49597, 133858)
@@ -181,9 +182,9 @@ def test_parse_tcp_info_reads_the_linux_layout():
     struct.pack_into("=Q", raw, 120, 123_456_789)
     struct.pack_into("=II", raw, 144, 4096, 100_200)
     struct.pack_into("=Q", raw, 160, 62_500)
-    assert plan.parse_tcp_info(bytes(raw)) == TcpInfo(0.1015, 0.1002, 500_000.0, True,
+    assert link.parse_tcp_info(bytes(raw)) == TcpInfo(0.1015, 0.1002, 500_000.0, True,
                                                       123_456_789, 4096, 42, 1448)
-    assert plan.parse_tcp_info(bytes(100)) is None
+    assert link.parse_tcp_info(bytes(100)) is None
 
 
 # -- order "auto": the rest of the view before the other previews only on fast links -----------
