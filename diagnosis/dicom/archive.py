@@ -9,7 +9,6 @@ audit entry.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sqlite3
 import warnings
@@ -19,6 +18,7 @@ from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.dataelem import RawDataElement
 from pydicom.filereader import data_element_generator
 from pydicom.uid import UID
 
@@ -29,7 +29,8 @@ from telemed.store import consults as consult_store
 from telemed.store.rows import insert, now_iso
 from telemed.store.ties import patient_ties
 
-UNDEFINED_LENGTH = 0xFFFFFFFF
+DEFER_BYTES = 64 * 1024
+PIXEL_DATA_TAG = 0x7FE00010
 
 
 class DicomRejected(ValueError):
@@ -75,28 +76,32 @@ def _int(ds: pydicom.Dataset, keyword: str) -> int | None:
         return None
 
 
-def _check_complete(blob: bytes, ds: pydicom.Dataset) -> None:
-    """Every top-level element must end inside the file and the last one at its very end."""
+def _top_level_lengths(path: Path, ds: pydicom.Dataset) -> dict[int, int]:
+    """The value length of each top-level element, read without the values; checks that every
+    element ends inside the file and the last one at its very end. Empty for deflated files."""
     ts = UID(ds.file_meta.TransferSyntaxUID)
     if ts.is_deflated:
-        return
+        return {}
     group_length = ds.file_meta.get("FileMetaInformationGroupLength")
     if group_length is None:
         raise DicomRejected("the file meta information has no group length")
     start = 128 + 4 + 12 + int(group_length)
-    stream = io.BytesIO(blob)
-    stream.seek(start)
-    end = start
-    with warnings.catch_warnings(record=True) as caught:
+    end, lengths = start, {}
+    with path.open("rb") as stream, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for _ in data_element_generator(stream, ts.is_implicit_VR, ts.is_little_endian,
-                                        defer_size=1):
+        stream.seek(start)
+        for element in data_element_generator(stream, ts.is_implicit_VR, ts.is_little_endian,
+                                              defer_size=1):
+            if isinstance(element, RawDataElement):  # sequences and encapsulated data come read
+                lengths[int(element.tag)] = element.length
             end = stream.tell()
-    if any("End of file" in str(w.message) for w in caught) or end != len(blob):
+        size = stream.seek(0, os.SEEK_END)
+    if any("End of file" in str(w.message) for w in caught) or end != size:
         raise DicomRejected("the file is truncated (an element runs past its end)")
+    return lengths
 
 
-def _check_content(ds: pydicom.Dataset) -> bool:
+def _check_content(ds: pydicom.Dataset, lengths: dict[int, int]) -> bool:
     """Mandatory identifiers present; image and waveform data of the declared size.
     Returns whether the instance is an image (rendered) or not (stored and indexed only)."""
     missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -113,9 +118,11 @@ def _check_content(ds: pydicom.Dataset) -> bool:
             bits = int(ds.get("BitsAllocated", 8))
             expected = ds.Rows * ds.Columns * int(ds.get("SamplesPerPixel", 1)) * frames
             expected = (expected * bits + 7) // 8
-            if len(ds.PixelData) < expected:
-                raise DicomRejected(f"pixel data holds {len(ds.PixelData)} bytes; "
-                                    f"{expected} are declared")
+            held = lengths.get(PIXEL_DATA_TAG)
+            if held is None:
+                held = len(ds.PixelData)
+            if held < expected:
+                raise DicomRejected(f"pixel data holds {held} bytes; {expected} are declared")
     if "Waveform" in sop_class.name:
         for item in ds.get("WaveformSequence", []):
             declared = (int(item.NumberOfWaveformChannels) * int(item.NumberOfWaveformSamples)
@@ -126,16 +133,15 @@ def _check_content(ds: pydicom.Dataset) -> bool:
 
 
 def inspect(path: Path) -> Instance:
-    """Read and check one uploaded file; DicomRejected says what is wrong with it."""
-    blob = path.read_bytes()
+    """Read and check one uploaded file; DicomRejected says what is wrong with it. Large values
+    (pixel data) are left on disk: an upload is never held whole in memory."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(blob))
+            ds = pydicom.dcmread(path, defer_size=DEFER_BYTES)
         if "TransferSyntaxUID" not in ds.file_meta:
             raise DicomRejected("no transfer syntax in the file meta information")
-        _check_complete(blob, ds)
-        is_image = _check_content(ds)
+        is_image = _check_content(ds, _top_level_lengths(path, ds))
     except InvalidDicomError:
         raise DicomRejected("not a DICOM Part 10 file (no 'DICM' prefix)") from None
     except DicomRejected:
@@ -154,8 +160,13 @@ def inspect(path: Path) -> Instance:
         series_number=_int(ds, "SeriesNumber"), instance_number=_int(ds, "InstanceNumber"),
         rows=_int(ds, "Rows"), columns=_int(ds, "Columns"),
         frames=_int(ds, "NumberOfFrames") or (1 if is_image else 0),
-        bits_allocated=_int(ds, "BitsAllocated"), is_image=is_image, size=len(blob),
-        sha256=hashlib.sha256(blob).hexdigest())
+        bits_allocated=_int(ds, "BitsAllocated"), is_image=is_image, size=path.stat().st_size,
+        sha256=_sha256(path))
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def instance_path(root: Path, instance: Instance) -> Path:
