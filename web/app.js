@@ -1,5 +1,7 @@
 // The minimal telemed client: sign in, pick a consult, join its room (room.js).
-import { openRoom } from "./room.js";
+import { openRoom, shareView } from "./room.js";
+import { closeViewer, followSharedView, openViewer } from "./viewer.js";
+import { ecgButtons } from "./ecg.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { token: null };
@@ -44,7 +46,12 @@ async function listConsults() {
     join.textContent = "Join room";
     join.dataset.consult = consult.id;
     join.addEventListener("click", () => joinRoom(consult).catch((e) => { $("consults-error").textContent = e.message; }));
-    row.insertCell().append(join);
+    const images = document.createElement("button");
+    images.textContent = "Images";
+    images.dataset.images = consult.id;
+    images.addEventListener("click", () => openViewer({ consult, token: state.token }));
+    row.insertCell().append(join, images);
+    row.lastChild.append(...ecgButtons(consult, state.token));
   }
 }
 
@@ -52,5 +59,8 @@ async function joinRoom(consult) {
   const grant = await api(`/api/consults/${consult.id}/room-token`, { method: "POST" });
   show("room");
   $("room-name").textContent = `— patient ${consult.patient_id}, ${consult.specialty}`;
-  openRoom(grant, listConsults);
+  // In the room the viewer can share its view, and opens the views the others share.
+  const viewing = { consult, token: state.token, share: shareView };
+  $("room-images").onclick = () => openViewer(viewing);
+  openRoom(grant, () => { closeViewer(); listConsults(); }, (view, sharer) => followSharedView(viewing, view, sharer));
 }

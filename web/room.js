@@ -5,7 +5,7 @@ import * as tiles from "./tiles.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  socket: null, participantId: null, iceServers: [], kind: null, onLeave: null,
+  socket: null, participantId: null, iceServers: [], kind: null, onLeave: null, onSharedView: null,
   stream: null, media: null, speaker: null, participants: new Map(),
   grant: null, resumeToken: null, droppedAt: null, retry: null,
 };
@@ -19,10 +19,12 @@ window.telemed = {
 
 // -- signaling --------------------------------------------------------------------------------
 
-// grant: from POST /api/consults/{id}/room-token; onLeave: called when the user leaves.
-export function openRoom(grant, onLeave) {
+// grant: from POST /api/consults/{id}/room-token; onLeave: called when the user leaves;
+// onSharedView(view, sharer name): an image view someone shares (null: they stopped).
+export function openRoom(grant, onLeave, onSharedView = null) {
   resetRoom();
   state.onLeave = onLeave;
+  state.onSharedView = onSharedView;
   state.grant = grant;
   connect({ type: "join", token: grant.token });
 }
@@ -38,6 +40,11 @@ function connect(join) {
 
 function send(message) {
   if (state.socket?.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(message));
+}
+
+// Reading images together: everyone else's viewer follows this view (docs/signaling.md).
+export function shareView(view) {
+  send({ type: "share_view", ...view });
 }
 
 // A dropped link (no close from the server, 1006, or 1001 while it restarts) is resumed: the
@@ -92,6 +99,7 @@ const handlers = {
   recording: (m) => showRecording(m.on),
   active_speaker: (m) => setSpeaker(m.participant_id),
   chat: addChat,
+  view: (m) => state.onSharedView?.(m.view, nameOf(m.participant_id)),
   room_closed: () => showError("the consult has ended"),
   removed: () => showError("removed by the host"),
   error: (m) => {
@@ -134,6 +142,8 @@ function enterRoom(message) {
   showRecording(message.recording);
   renderParticipants();
   startMedia(message.tracks || []);
+  const shared = message.shared_view; // a late joiner opens what the others are reading
+  if (shared && shared.participant_id !== state.participantId) state.onSharedView?.(shared, nameOf(shared.participant_id));
 }
 
 // -- participants -----------------------------------------------------------------------------

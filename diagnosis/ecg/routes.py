@@ -159,10 +159,13 @@ async def _analyse(request: web.Request, live: LiveStream, first_sample: int,
         message = await asyncio.to_thread(live.analysis.push, samples)
         if receiver.complete:
             final = await asyncio.to_thread(live.analysis.finish)
+            # The last values stand unless the finish made newer ones (it usually makes none).
             message = final if message is None else {
                 **final, "beats": message["beats"] + final["beats"],
                 "rhythms": message["rhythms"] + final["rhythms"],
-                "alerts": message["alerts"] + final["alerts"]}
+                "alerts": message["alerts"] + final["alerts"],
+                "st_mv": final["st_mv"] or message["st_mv"],
+                "quality": final["quality"] or message["quality"]}
     except Exception:
         log.exception("live analysis of ECG stream %s failed; it stops", receiver.stream_id)
         live.analysis_failed = True

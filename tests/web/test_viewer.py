@@ -1,0 +1,276 @@
+"""The image viewer in real headless Chromium (Debian's, driven by Playwright) against the real
+application: the GE head CT from ../shared/data/dicom is uploaded through STOW-RS for a consult,
+an expert opens it, and the browser decodes the progressive HTJ2K streams with OpenJPH's
+WebAssembly build. The slice in view is shown as a preview first and then as diagnostic; the
+samples decoded in the browser equal pydicom's pixels bit for bit, and so does the window the
+canvas shows; scrolling tells the server; two participants of a room read together."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+
+import pydicom
+import pytest
+from aiohttp import MultipartWriter, hdrs
+from playwright.async_api import Page, async_playwright
+from pydicom.pixels import apply_modality_lut
+
+from diagnosis.dicom.render import Window, to_8bit
+from telemed.store import accounts
+from telemed.store.database import connect
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
+         "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run"]
+CT_PATIENT = "QMNx85rKkkg"
+"""The Patient ID of the GE head CT."""
+
+
+@pytest.fixture
+async def browser():
+    if shutil.which("chromium") is None:
+        pytest.fail("Debian chromium is missing; the README's test command installs it")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+def ct_series(shared_data) -> list[pydicom.Dataset]:
+    """The 28 slices, read in place, in the order the server numbers frames (instance number)."""
+    slices = [pydicom.dcmread(p) for p in sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))]
+    return sorted(slices, key=lambda ds: (int(ds.InstanceNumber), ds.SOPInstanceUID))
+
+
+class Buffer:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    async def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+
+@pytest.fixture
+async def ct_consult(world, shared_data) -> dict:
+    """A radiology consult about the CT's patient, the series uploaded for it through STOW-RS."""
+    conn = connect(world.data_dir / "telemed.sqlite3")
+    accounts.create_patient(conn, {"id": CT_PATIENT, "name": "CT patient", "sex": "U",
+                                   "home_institution_id": world.institutions["township"]})
+    conn.close()
+    consult = await world.request_consult(patient_id=CT_PATIENT, specialty="radiology")
+    writer = MultipartWriter("related")
+    for path in sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm")):
+        writer.append(path.read_bytes(), {hdrs.CONTENT_TYPE: "application/dicom"})
+    body = Buffer()
+    await writer.write(body)
+    response = await world.client.post(
+        f"/dicomweb/studies?consult={consult['id']}", data=bytes(body.data), headers={
+            hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; boundary={writer.boundary}',
+            **world.auth("clinician")})
+    assert response.status == 200, await response.text()
+    return consult
+
+
+async def new_page(browser, errors: list[str]) -> Page:
+    """A page in its own context (own identity), recording uncaught script errors."""
+    page = await (await browser.new_context()).new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return page
+
+
+async def sign_in(page: Page, base: str, username: str, password: str) -> None:
+    await page.goto(base)
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", password)
+    await page.click("#login-form button")
+    await page.wait_for_selector("#consults:not([hidden])")
+
+
+async def wait_for_slice(page: Page, index: int) -> None:
+    await page.wait_for_selector(f"#image-figure[data-frame='{index}'][data-quality='diagnostic']")
+
+
+ALL_DIAGNOSTIC = "document.getElementById('image-link').textContent.includes('28/28 slices diagnostic')"
+
+SAMPLES_SHA256 = """async (frame) => {
+  const samples = window.telemedViewer.frameSamples(frame);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", samples));
+  return [samples.constructor.name, samples.length,
+          Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("")];
+}"""
+
+# The canvas' grey levels (its red channel, where green and blue are equal): SHA-256, hex.
+CANVAS_GREY_SHA256 = """async () => {
+  const rgba = document.getElementById("image").getContext("2d").getImageData(0, 0, 512, 512).data;
+  const grey = new Uint8Array(rgba.length / 4);
+  for (let i = 0; i < grey.length; i += 1) {
+    if (rgba[4 * i + 1] !== rgba[4 * i] || rgba[4 * i + 2] !== rgba[4 * i]) return "not grey";
+    grey[i] = rgba[4 * i];
+  }
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", grey));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}"""
+
+# Every state the figure goes through, as the page sets it (one entry per task that changed it).
+RECORD_QUALITY = """() => {
+  const figure = document.getElementById("image-figure");
+  window.qualities = [];
+  new MutationObserver(() => window.qualities.push([Number(figure.dataset.frame), figure.dataset.quality]))
+    .observe(figure, { attributes: true, attributeFilter: ["data-quality", "data-frame"] });
+}"""
+
+
+async def test_an_expert_opens_the_ct_preview_first_then_diagnostic_bit_exact(
+        world, browser, ct_consult, ct_series):
+    errors: list[str] = []
+    page = await new_page(browser, errors)
+    await sign_in(page, str(world.client.make_url("/")), "radiologist", world.password)
+    await page.evaluate(RECORD_QUALITY)
+    await page.click(f"button[data-images='{ct_consult['id']}']")
+    await wait_for_slice(page, 0)
+    assert "CT 2" in await page.inner_text("#series-list")
+    assert "(28 images)" in await page.inner_text("#series-list")
+    assert await page.inner_text("#image-quality") == "diagnostic (lossless)"
+    assert await page.inner_text("#image-slice") == "slice 1 of 28"
+    # The first look was the 1/4-resolution prefix, drawn the moment its bytes were in; full
+    # quality came only once the whole stream was in and matched its SHA-256.
+    shown = [quality for frame, quality in await page.evaluate("window.qualities")
+             if frame == 0 and quality != "none"]
+    full = shown.index("diagnostic")
+    assert full >= 1 and set(shown[:full]) == {"preview"} and set(shown[full:]) == {"diagnostic"}, shown
+    # Every slice the browser decoded is pydicom's pixel array, sample for sample.
+    await page.wait_for_function(ALL_DIAGNOSTIC)
+    for index, ds in enumerate(ct_series):
+        kind, length, digest = await page.evaluate(SAMPLES_SHA256, index)
+        expected = ds.pixel_array.astype("<i2")
+        assert (kind, length) == ("Int16Array", expected.size)
+        assert digest == hashlib.sha256(expected.tobytes()).hexdigest(), f"slice {index + 1}"
+    # The canvas shows the stored window (35/100), computed in the browser exactly as the
+    # server's WADO-RS /rendered computes it.
+    assert await page.inner_text("#image-window") == "W 100 L 35"
+    ds = ct_series[0]
+    expected = to_8bit(apply_modality_lut(ds.pixel_array, ds), Window(35, 100))
+    assert await page.evaluate(CANVAS_GREY_SHA256) == hashlib.sha256(expected.tobytes()).hexdigest()
+    link = await page.inner_text("#image-link")
+    assert re.fullmatch(r"link [0-9.]+ [MG]bit/s · RTT [0-9.]+ ms · 28/28 slices diagnostic", link), link
+    assert await page.inner_text("#viewer-error") == ""
+    assert errors == []
+
+
+async def diagnostic_count(page: Page) -> int:
+    return int(re.search(r"(\d+)/28 slices diagnostic", await page.inner_text("#image-link"))[1])
+
+
+async def test_changing_slice_tells_the_server_and_the_new_slice_becomes_diagnostic(
+        world, browser, ct_consult, ct_series):
+    errors: list[str] = []
+    page = await new_page(browser, errors)
+    sent: list[dict] = []
+    page.on("websocket", lambda ws: ws.on(
+        "framesent", lambda payload: sent.append(json.loads(payload)) if isinstance(payload, str) else None))
+    await sign_in(page, str(world.client.make_url("/")), "radiologist", world.password)
+    # A 2 Mbit/s link (Chromium's network emulation, which WebSockets go through too): the
+    # series takes seconds, so what the server sends after a move shows that it re-planned.
+    devtools = await page.context.new_cdp_session(page)
+    await devtools.send("Network.enable")
+    await devtools.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 50, "downloadThroughput": 250_000, "uploadThroughput": 250_000})
+    await page.click(f"button[data-images='{ct_consult['id']}']")
+    await page.wait_for_selector("#image-figure[data-frame='0']:not([data-quality='none'])")
+    await page.fill("#slice", "20")
+    await wait_for_slice(page, 20)
+    await page.wait_for_selector("#image-link[data-view='20']")
+    assert await page.inner_text("#image-slice") == "slice 21 of 28"
+    assert await diagnostic_count(page) < 20, "slice 21 came before most of the others"
+    kind, length, digest = await page.evaluate(SAMPLES_SHA256, 20)
+    assert digest == hashlib.sha256(ct_series[20].pixel_array.astype("<i2").tobytes()).hexdigest()
+    # Arrow keys and the mouse wheel move the view too (now on the full-speed link).
+    await devtools.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    await page.focus("#image")
+    for _ in range(3):
+        await page.keyboard.press("ArrowUp")
+    await wait_for_slice(page, 17)
+    await page.hover("#image")
+    await page.mouse.wheel(0, 120)
+    await wait_for_slice(page, 18)
+    await page.wait_for_selector("#image-link[data-view='18']")
+    views = [m for m in sent if m["type"] == "view"]
+    assert [m["frame_index"] for m in views if "order" not in m] == [20, 19, 18, 17, 18]
+    # Once the reader settles (300 ms), it asks for that slice's full quality next.
+    settled = {"type": "view", "frame_index": 18, "order": "view"}
+    for _ in range(50):
+        if settled in sent:
+            break
+        await asyncio.sleep(0.1)
+    assert settled in sent, sent
+    assert await page.inner_text("#viewer-error") == ""
+    assert errors == []
+
+
+async def join_room(page: Page, consult_id: str) -> None:
+    await page.click(f"button[data-consult='{consult_id}']")
+    await page.wait_for_selector("#room:not([hidden])")
+
+
+async def test_two_participants_read_the_ct_together(world, browser, ct_consult):
+    base = str(world.client.make_url("/"))
+    errors: list[str] = []
+    clinic, expert = await new_page(browser, errors), await new_page(browser, errors)
+    await sign_in(clinic, base, "clinician", world.password)
+    await join_room(clinic, ct_consult["id"])
+    await clinic.click("#room-images")
+    await wait_for_slice(clinic, 0)
+    # The clinic moves to slice 10, picks the bone window, points at the middle and shares.
+    await clinic.fill("#slice", "9")
+    await clinic.click("#window-presets button:text-is('Bone')")
+    await clinic.hover("#image")
+    await clinic.click("#share-view")
+    assert await clinic.inner_text("#share-view") == "Stop sharing"
+    # The expert comes in later: the room's snapshot opens the same slice in the same window.
+    await sign_in(expert, base, "radiologist", world.password)
+    await join_room(expert, ct_consult["id"])
+    await wait_for_slice(expert, 9)
+    assert await expert.inner_text("#image-window") == "W 2800 L 600"
+    assert "Following clinician" in await expert.inner_text("#image-following")
+    assert await expert.is_visible("#shared-pointer")
+    # Then follows as the clinic scrolls and changes the window.
+    await clinic.focus("#image")
+    await clinic.keyboard.press("ArrowDown")
+    await clinic.keyboard.press("ArrowDown")
+    await wait_for_slice(expert, 11)
+    await clinic.click("#window-presets button:text-is('Brain')")
+    await expert.wait_for_function("document.getElementById('image-window').textContent === 'W 80 L 40'")
+    # Sharing ends: the expert keeps the image and reads on alone.
+    await clinic.click("#share-view")
+    await expert.wait_for_function("document.getElementById('image-following').textContent === ''")
+    assert await expert.get_attribute("#image-figure", "data-frame") == "11"
+    for page in (clinic, expert):
+        assert await page.inner_text("#viewer-error") == ""
+        assert await page.inner_text("#room-error") == ""
+    assert errors == []
+
+
+async def test_a_series_that_does_not_exist_shows_an_error_not_a_blank_viewer(
+        world, browser, ct_consult, ct_series):
+    errors: list[str] = []
+    page = await new_page(browser, errors)
+    await sign_in(page, str(world.client.make_url("/")), "radiologist", world.password)
+    await page.click(f"button[data-images='{ct_consult['id']}']")
+    await wait_for_slice(page, 0)
+    missing = "1.2.826.0.1.3680043.8.498.404"
+    await page.evaluate("([study, series]) => window.telemedViewer.openSeries(study, series)",
+                        [ct_series[0].StudyInstanceUID, missing])
+    await page.wait_for_function("document.getElementById('viewer-error').textContent !== ''")
+    error = await page.inner_text("#viewer-error")
+    assert f"Series {missing} could not be shown" in error and "not found" in error.lower(), error
+    assert await page.is_visible("#viewer-error")
+    assert await page.get_attribute("#image-figure", "data-quality") == "none"
+    assert errors == []
