@@ -223,8 +223,8 @@ POLICY_OFF = ("lossy images are served only under an explicit per-institution po
 
 @dataclass(frozen=True)
 class Served:
-    """What negotiation chose: the syntax, each row's (file, syntax), and for every row made
-    lossy its row and sidecar (ratio, cap, method)."""
+    """What negotiation chose: the syntax ("" when the parts differ), each row's (file,
+    syntax), and for every row made lossy its row and sidecar (ratio, cap, method)."""
 
     syntax: str
     files: list[tuple[Path, str]]
@@ -272,6 +272,22 @@ async def _negotiate(request: web.Request, caller: Caller, rows: list[dict[str, 
                                               f"ask with {_offered()}")
 
 
+async def _smallest(transcoder: transcode.Transcoder, rows: list[dict[str, Any]],
+                    syntaxes: list[str]) -> Served | None:
+    """Full transfers when the client accepts several lossless syntaxes equally: each instance
+    in whichever codes it smallest (parts name their own syntax; the whole names one only when
+    all agree). None when some instance fits none of them: negotiation decides then."""
+    try:
+        files = await asyncio.gather(*(transcoder.smallest(row, syntaxes) for row in rows))
+    except transcode.NotTranscodable:
+        return None
+    except (codecs.LosslessMismatch, transcode.TranscodeFailed) as exc:
+        log.error("transcoding refused to serve the smallest of %s: %s", syntaxes, exc)
+        raise ProblemError(500, "Internal Server Error", f"{exc}; nothing was served") from None
+    used = {syntax for _path, syntax in files}
+    return Served(used.pop() if len(used) == 1 else "", files, [])
+
+
 async def _gather(transcoder: transcode.Transcoder, rows: list[dict[str, Any]],
                   syntax: str) -> Served:
     async def one(row: dict[str, Any]) -> tuple[Path, str, dict[str, Any] | None]:
@@ -315,15 +331,21 @@ def _lossy_header(infos: list[dict[str, Any]]) -> str:
 
 async def retrieve(request: web.Request) -> web.StreamResponse:
     """WADO-RS: study, series or instance as multipart/related application/dicom, in the first
-    acceptable transfer syntax (default Explicit VR Little Endian; `*` as stored). Lossless
-    transcoding only; objects without pixel data are always sent as stored."""
+    acceptable transfer syntax (default Explicit VR Little Endian; `*` as stored), or, when
+    JPEG-LS, HTJ2K and JPEG XL are accepted equally, each instance in the smallest of them.
+    Objects without pixel data are always sent as stored."""
     caller = await authenticated(request)
     rows = await _instances(request, caller)
     accept = parse_accept(request.headers.get("Accept", "")) or [
         Acceptable("application/dicom", None, True, 1.0)]
     candidates = [a.syntax or EXPLICIT_VR_LITTLE_ENDIAN for a in accept
                   if a.media in ("application/dicom", "*")]
-    served = await _negotiate(request, caller, rows, candidates)
+    best = [a.syntax for a in accept
+            if a.q == accept[0].q and a.media in ("application/dicom", "*")]
+    choice = [s for s in dict.fromkeys(best) if s in codecs.SMALLEST_CANDIDATES]
+    served = await _smallest(request.app[TRANSCODER], rows, choice) if len(choice) > 1 else None
+    if served is None:
+        served = await _negotiate(request, caller, rows, candidates)
     headers = await _record_lossy(request, caller, served)
     lossy = {id(row): info for row, info in served.lossy}
     writer = MultipartWriter("related")
@@ -332,8 +354,9 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
         if id(row) in lossy:
             part[X_LOSSY] = _lossy_header([lossy[id(row)]])
         writer.append(path.open("rb"), part)
-    content_type = (f'multipart/related; type="application/dicom"; '
-                    f"transfer-syntax={served.syntax}; boundary={writer.boundary}")
+    syntax = f"transfer-syntax={served.syntax}; " if served.syntax else ""
+    content_type = (f'multipart/related; type="application/dicom"; {syntax}'
+                    f"boundary={writer.boundary}")
     return web.Response(body=writer, headers={hdrs.CONTENT_TYPE: content_type, **headers})
 
 

@@ -359,20 +359,6 @@ def lossy_refusal(row: dict[str, Any], syntax: str) -> str | None:
     return None
 
 
-def smallest_lossless(root: Path, row: dict[str, Any],
-                      candidates: tuple[str, ...] = codecs.SMALLEST_CANDIDATES) -> tuple[str, Path]:
-    """The smallest lossless code stream among `candidates` for a full transfer (each cached)."""
-    sizes = []
-    for syntax in candidates:
-        if codecs.get_codec(syntax).can_encode:
-            path, info = derive_cached(root, row, syntax)
-            sizes.append((info["size"], syntax, path))
-    if not sizes:
-        raise NotTranscodable("none of the lossless codecs is available")
-    _size, syntax, path = min(sizes)
-    return syntax, path
-
-
 def servable(row: dict[str, Any], syntax: str) -> str | None:
     """Why `row` cannot be sent in `syntax` (None when it can), judged from the index alone."""
     stored = row["transfer_syntax_uid"]
@@ -476,18 +462,14 @@ class Transcoder:
             raise TranscodeFailed(f"the transcoding worker died on {row['sop_instance_uid']} "
                                   f"-> {syntax}") from None
 
-    async def smallest(self, row: dict[str, Any]) -> tuple[str, Path]:
-        """The smallest lossless derivative among JPEG-LS, HTJ2K and JPEG XL (for full
-        transfers; clients still name a syntax, so this is not an Accept choice)."""
-        results = []
-        for syntax in codecs.SMALLEST_CANDIDATES:
-            if codecs.get_codec(syntax).can_encode:
-                path, _ = await self.instance(row, syntax)
-                results.append((path.stat().st_size, syntax, path))
-        if not results:
-            raise NotTranscodable("none of the lossless codecs is available")
-        _size, syntax, path = min(results)
-        return syntax, path
+    async def smallest(self, row: dict[str, Any], candidates: list[str]) -> tuple[Path, str]:
+        """(path, syntax) of whichever lossless `candidates` codes `row` in the fewest bytes
+        (the stored file when it is one of them); each is made once and cached."""
+        options = [await self.instance(row, syntax) for syntax in candidates
+                   if servable(row, syntax) is None]
+        if not options:
+            raise NotTranscodable(f"none of {', '.join(candidates)} can hold this instance")
+        return min(options, key=lambda option: option[0].stat().st_size)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -521,6 +503,6 @@ def read_frames(path: Path, syntax: str, wanted: list[int]) -> tuple[int, list[b
 
 
 __all__ = ["Transcoder", "TRANSCODER", "transcoder_ctx", "derive", "derive_cached",
-           "smallest_lossless", "servable", "read_frames", "decode_frames", "transcode_dataset",
+           "servable", "read_frames", "decode_frames", "transcode_dataset",
            "derive_lossy", "lossy_dataset", "lossy_refusal", "ratio_cap", "CAR_RATIO_CAPS",
            "NotTranscodable", "TranscodeFailed", "CodecError"]

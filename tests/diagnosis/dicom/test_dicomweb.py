@@ -7,11 +7,13 @@ import hashlib
 import io
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from aiohttp import MultipartReader, MultipartWriter, hdrs
 from pydicom.filereader import data_element_generator
 
+from diagnosis.dicom.transcode import decode_frames
 from telemed.store import accounts
 from telemed.store.database import connect
 
@@ -433,3 +435,49 @@ async def test_no_cross_origin_access_unless_configured(archive_world):
         "Origin": VIEWER_ORIGIN, "Access-Control-Request-Method": "GET"})
     assert preflight.status in (403, 405)
     assert "Access-Control-Allow-Origin" not in preflight.headers
+
+
+async def test_equally_accepted_lossless_syntaxes_get_each_instance_smallest(archive_world, files):
+    """Accepting JPEG-LS, HTJ2K and JPEG XL with the same q: each instance comes in whichever
+    codes it in the fewest bytes, naming its syntax in its part, bit-exact; a preference by q
+    is followed as before."""
+    world = archive_world
+    by_name = {p.name: p for p in files}
+    chosen = [by_name[n] for n in ("01.dcm", "US1_UNCR.dcm", "MR2_UNCR.dcm")]
+    await stow(world, [p.read_bytes() for p in chosen])
+    auth = world.auth("clinician")
+    syntaxes = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.110"]
+    smallest_of = {}
+
+    def accept(q: list[str]) -> str:
+        return ", ".join(f'multipart/related; type="application/dicom"; transfer-syntax={s}; q={v}'
+                         for s, v in zip(syntaxes, q))
+
+    for path in chosen:
+        url = "/dicomweb/studies/{}/series/{}/instances/{}".format(*uid_of(path))
+        sizes = {}
+        for syntax in syntaxes:
+            (blob,) = await parts(await world.client.get(url, headers={
+                **auth, "Accept": f'multipart/related; type="application/dicom"; '
+                                  f"transfer-syntax={syntax}"}))
+            sizes[syntax] = len(blob)
+        response = await world.client.get(url, headers={**auth, "Accept": accept(["1"] * 3)})
+        assert response.status == 200
+        reader = MultipartReader.from_response(response)
+        part = await reader.next()
+        blob = bytes(await part.read(decode=False))
+        smallest = min(sizes, key=sizes.get)
+        assert part.headers[hdrs.CONTENT_TYPE].endswith(f"transfer-syntax={smallest}"), path.name
+        assert len(blob) == sizes[smallest]
+        ds = pydicom.dcmread(io.BytesIO(blob))
+        assert ds.file_meta.TransferSyntaxUID == smallest
+        _fmt, (pixels,) = decode_frames(ds)
+        assert np.array_equal(pixels, pydicom.dcmread(path).pixel_array), path.name
+        preferred = await world.client.get(url, headers={**auth,
+                                                         "Accept": accept(["1", "0.9", "0.9"])})
+        assert f"transfer-syntax={syntaxes[0]}" in preferred.headers[hdrs.CONTENT_TYPE]
+        smallest_of[path.name] = smallest
+    study = await world.client.get("/dicomweb/studies/" + uid_of(chosen[1])[0], headers={
+        **auth, "Accept": accept(["1"] * 3)})
+    assert study.headers[hdrs.CONTENT_TYPE].split("transfer-syntax=")[1].startswith(
+        smallest_of["US1_UNCR.dcm"] + ";"), "one instance: the whole names its syntax"

@@ -363,21 +363,29 @@ async def test_a_corrupted_cache_file_is_recomputed_not_served(imaging, files):
     assert np.array_equal(frames_of(pydicom.dcmread(io.BytesIO(third)))[0], original.pixel_array)
 
 
-def test_smallest_lossless_and_verification_failure(tmp_path, files, monkeypatch):
-    """The helper for full transfers picks the smallest of JPEG-LS, HTJ2K and JPEG XL (cached);
-    a codec that alters pixels leaves nothing behind."""
+async def test_smallest_lossless_and_verification_failure(tmp_path, files, monkeypatch):
+    """Full transfers get the smallest of JPEG-LS, HTJ2K and JPEG XL (each cached); a codec
+    that alters pixels leaves nothing behind."""
     path = files["US1_UNCR.dcm"]
     blob = path.read_bytes()
     (tmp_path / "stored.dcm").write_bytes(blob)
     row = {"sop_instance_uid": "1.2.3.4", "sha256": hashlib.sha256(blob).hexdigest(),
-           "path": "stored.dcm", "transfer_syntax_uid": EXPLICIT_LE, "is_image": 1}
-    syntax, chosen = transcode.smallest_lossless(tmp_path, row)
-    sizes = {s: transcode.derived_path(tmp_path, "1.2.3.4", s).stat().st_size
-             for s in codecs.SMALLEST_CANDIDATES}
-    assert syntax == min(sizes, key=sizes.get) == codecs.JPEG_XL_LOSSLESS
-    stamp = chosen.stat().st_mtime_ns
-    assert transcode.smallest_lossless(tmp_path, row) == (syntax, chosen)
-    assert chosen.stat().st_mtime_ns == stamp, "served from the cache"
+           "path": "stored.dcm", "transfer_syntax_uid": EXPLICIT_LE, "is_image": 1,
+           "bits_allocated": 8}
+    transcoder = transcode.Transcoder(tmp_path)
+    try:
+        chosen, syntax = await transcoder.smallest(row, list(codecs.SMALLEST_CANDIDATES))
+        sizes = {s: transcode.derived_path(tmp_path, "1.2.3.4", s).stat().st_size
+                 for s in codecs.SMALLEST_CANDIDATES}
+        assert syntax == min(sizes, key=sizes.get) == codecs.JPEG_XL_LOSSLESS
+        stamp = chosen.stat().st_mtime_ns
+        assert await transcoder.smallest(row, list(codecs.SMALLEST_CANDIDATES)) == (chosen, syntax)
+        assert chosen.stat().st_mtime_ns == stamp, "served from the cache"
+        as_stored = await transcoder.smallest(row, [EXPLICIT_LE, codecs.JPEG_LS_LOSSLESS])
+        assert as_stored == (transcode.derived_path(tmp_path, "1.2.3.4", codecs.JPEG_LS_LOSSLESS),
+                             codecs.JPEG_LS_LOSSLESS)
+    finally:
+        await transcoder.close()
     honest = codecs.REGISTRY[codecs.JPEG_2000_LOSSLESS]
     monkeypatch.setitem(codecs.REGISTRY, codecs.JPEG_2000_LOSSLESS, dataclasses.replace(
         honest, encoder=lambda frame, fmt: honest.encoder(frame ^ np.uint8(1), fmt)))
