@@ -1,8 +1,10 @@
 // The series viewer: lists a consult's series, opens one over the progressive socket
-// (docs/imaging-delivery.md) and shows the slice in view as soon as its 1/4-resolution preview
-// is in, then again, labelled diagnostic, once its whole stream is in and matches its SHA-256.
-// Window/level is applied here to the decoded samples. In a room it shares its view and
-// follows the views the others share (docs/signaling.md, share_view / view).
+// (docs/imaging-delivery.md) and shows the slice in view as soon as a first level is in (the
+// 1/4-resolution preview, or 1/8 or less on a very slow link), sharper as larger levels come,
+// then, labelled diagnostic, once its whole stream is in and matches its SHA-256. A dropped
+// connection is resumed where it stopped. Window/level is applied here to the decoded samples.
+// In a room it shares its view and follows the views the others share (docs/signaling.md,
+// share_view / view).
 import { consultSeries, seriesDisplay } from "./dicomweb.js";
 import { decode, loadDecoder } from "./htj2k.js";
 import { SeriesStream } from "./progressive.js";
@@ -19,8 +21,9 @@ const state = {
   consult: null, token: null, share: null, series: null, opening: 0,
   list: null, // Promise of the consult's series (dicomweb.consultSeries)
   stream: null, displays: null, count: 0, view: 0, window: null, status: null,
-  image: null, // what the canvas shows: {frame, level, image}
-  verified: new Set(), settle: null,
+  linkNote: null, // while the image connection is down: said instead of the measured link
+  image: null, // what the canvas shows: {frame, entry, level, image}
+  settle: null,
   sharing: false, shareTimer: null, pointer: null,
 };
 
@@ -79,8 +82,7 @@ function closeSeries() {
   state.stream?.close();
   clearTimeout(state.settle);
   Object.assign(state, { stream: null, series: null, displays: null, image: null, window: null,
-                         count: 0, status: null });
-  state.verified.clear();
+                         count: 0, status: null, linkNote: null });
   $("image-link").textContent = "";
 }
 
@@ -95,6 +97,8 @@ async function openSeries(entry, frame = 0, windowing = null) {
     button.setAttribute("aria-pressed", String(button.dataset.series === entry.series));
   }
   showImage(null);
+  // Slices are checked against their SHA-256 (crypto.subtle) before they are called diagnostic.
+  if (!crypto.subtle) return showError("checking slices needs a secure context (https or localhost)");
   try {
     await loadDecoder(); // a one-time download; each level is decoded the moment it is in
   } catch (error) {
@@ -104,11 +108,16 @@ async function openSeries(entry, frame = 0, windowing = null) {
   state.stream = new SeriesStream({
     study: entry.study, series: entry.series, token: state.token, view: state.view, handlers: {
       series: (message) => seriesOpened(message),
-      status: showLink,
+      status: (message) => { state.status = message; showLink(); },
       level: (index, level) => levelIn(index, level),
-      complete: (index) => verify(index).catch(showError),
+      complete: (index) => frameVerified(index),
+      damaged: (index) => showError(`Slice ${index + 1} arrived damaged (checksum mismatch); it stays a preview.`),
       problem: (message) => showError(`${message.code}: ${message.message}`),
-      failed: (text) => showError(`Series ${entry.series} could not be shown: ${text}`),
+      reconnecting: ({ attempt, attempts }) => showLinkNote(`connection lost · reconnecting… (attempt ${attempt} of ${attempts})`),
+      failed: (text) => {
+        showLinkNote("not connected");
+        showError(`Series ${entry.series} could not be shown: ${text}`);
+      },
     },
   });
   try {
@@ -123,8 +132,10 @@ async function openSeries(entry, frame = 0, windowing = null) {
   }
 }
 
+// On the first opening and on every reconnection.
 function seriesOpened(message) {
   state.count = message.count;
+  showLinkNote(null);
   if (state.view >= message.count) state.view = message.view; // the server said bad_frame_index
   Object.assign($("slice"), { max: String(message.count - 1), value: String(state.view) });
   draw();
@@ -132,57 +143,59 @@ function seriesOpened(message) {
 
 function levelIn(index, level) {
   const { info } = state.stream.frames.get(index);
-  // Levels from the 1/4 preview up are worth a look; the last one waits for its checksum.
-  if (index === state.view && level >= info.preview_level && level < info.level_ends.length - 1) draw();
+  // Every level is worth a look, the smaller ones on slow links; the last waits for its checksum.
+  if (index === state.view && level < info.level_ends.length - 1) draw();
 }
 
-async function verify(index) {
-  if (!crypto.subtle) throw new Error("checking slices needs a secure context (https or localhost)");
-  const stream = state.stream;
-  const entry = stream.frames.get(index);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", entry.bytes));
-  const hex = Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
-  if (stream !== state.stream) return;
-  if (hex !== entry.info.sha256) {
-    showError(`Slice ${index + 1} arrived damaged (checksum mismatch); it stays a preview.`);
-    return;
-  }
-  state.verified.add(index);
+function frameVerified(index) {
   if (index === state.view) draw();
   showLink();
 }
 
-function showLink(status = state.status) {
-  if (!status) return;
-  state.status = status;
+function showLinkNote(text) {
+  state.linkNote = text;
+  showLink();
+}
+
+// The measured link (or why there is none) and how many slices are diagnostic.
+function showLink() {
+  const { status, stream, linkNote } = state;
+  const parts = [linkNote ?? (status && linkText(status))];
+  if (state.count) parts.push(`${stream.verifiedCount}/${state.count} slices diagnostic`);
+  $("image-link").textContent = parts.filter(Boolean).join(" · ");
+  if (status) $("image-link").dataset.view = status.view;
+}
+
+function linkText(status) {
   const megabits = status.rate_bps / 1e6;
   const rate = !megabits ? "measuring" : megabits < 1000 ? `${megabits.toFixed(1)} Mbit/s` : `${(megabits / 1000).toFixed(1)} Gbit/s`;
   const rtt = status.rtt_ms === null ? "—" : `${status.rtt_ms} ms`;
-  $("image-link").textContent = `link ${rate} · RTT ${rtt} · ${state.verified.size}/${status.count} slices diagnostic`;
-  $("image-link").dataset.view = status.view;
+  return `link ${rate} · RTT ${rtt}`;
 }
 
 // -- drawing --------------------------------------------------------------------------------
 
 // The best we hold of the frame in view: the whole checked stream, else the largest level
-// from the preview up whose bytes are all in.
-function bestLevel(entry, index) {
+// whose bytes are all in, smaller than the 1/4 preview too (on a very slow link the server's
+// first look is a 1/8 or 1/16 level).
+function bestLevel(entry) {
   const last = entry.info.level_ends.length - 1;
-  if (state.verified.has(index)) return last;
+  if (entry.verified) return last;
   let level = -1;
-  for (let l = entry.info.preview_level; l < last; l += 1) if (entry.info.level_ends[l] <= entry.received) level = l;
+  for (let l = 0; l < last; l += 1) if (entry.info.level_ends[l] <= entry.received) level = l;
   return level;
 }
 
 function draw() {
   const entry = state.stream?.frames.get(state.view);
   if (!entry) return showImage(null);
-  const level = bestLevel(entry, state.view);
+  const level = bestLevel(entry);
   if (level < 0) return showImage(null);
   const last = entry.info.level_ends.length - 1;
-  if (state.image?.frame !== state.view || state.image.level !== level) {
+  // (A frame's entry is new when a reconnection found its stream changed.)
+  if (state.image?.entry !== entry || state.image.level !== level) {
     try {
-      state.image = { frame: state.view, level, image: decode(state.stream.prefix(state.view, level), last - level) };
+      state.image = { frame: state.view, entry, level, image: decode(state.stream.prefix(state.view, level), last - level) };
     } catch (error) {
       return showError(error);
     }
@@ -357,12 +370,17 @@ async function followView(view, sharer) {
 $("close-viewer").addEventListener("click", closeViewer);
 
 // For tests and debugging (like window.telemed in room.js): the samples of a checked frame
-// exactly as decoded here, and opening a series by its UIDs.
+// exactly as decoded here, what the series socket received (connections opened, code-stream
+// bytes; per frame [bytes held, stream length, verified]), and opening a series by its UIDs.
 window.telemedViewer = {
   frameSamples(frame) {
-    if (!state.verified.has(frame)) return null;
-    const entry = state.stream.frames.get(frame);
-    return decode(entry.bytes, 0).samples;
+    const entry = state.stream?.frames.get(frame);
+    return entry?.verified ? decode(entry.bytes, 0).samples : null;
+  },
+  streamStats() {
+    const frames = Object.fromEntries([...state.stream.frames].map(
+      ([index, entry]) => [index, [entry.received, entry.info.length, entry.verified]]));
+    return { ...state.stream.stats, frames };
   },
   openSeries: (study, series, frame = 0) => openSeries({ study, series }, frame),
 };

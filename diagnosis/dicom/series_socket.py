@@ -163,9 +163,6 @@ async def progressive_series(request: web.Request) -> web.WebSocketResponse:
 
 
 def _handle(delivery: Delivery, body: Any, count: int) -> None:
-    def error(code: str, text: str) -> None:
-        delivery.tell({"type": "error", "code": code, "message": text})
-
     kind = body.get("type") if isinstance(body, dict) else None
     try:
         if kind == "view":
@@ -173,17 +170,28 @@ def _handle(delivery: Delivery, body: Any, count: int) -> None:
             delivery.set_view(_frame_index(body.get("frame_index"), count), order)
         elif kind == "have":
             for entry in body.get("frames") or []:
-                index = _frame_index(entry.get("frame_index"), count)
-                size, digest = entry.get("bytes"), entry.get("sha256")
-                if isinstance(size, bool) or not isinstance(size, int) or not isinstance(digest, str):
-                    raise TypeError("each have entry is {frame_index, bytes, sha256}")
-                delivery.have(index, size, digest)
+                try:
+                    _have(delivery, entry, count)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    _answer_mistake(delivery, exc)  # a bad entry costs only its own frame
         else:
-            error("bad_message", f"unknown message type {kind!r}; send view or have")
-    except ValueError as exc:
-        error("bad_frame_index", str(exc))
-    except (TypeError, AttributeError) as exc:
-        error("bad_message", str(exc) or "malformed message")
+            raise TypeError(f"unknown message type {kind!r}; send view or have")
+    except (ValueError, TypeError, AttributeError) as exc:
+        _answer_mistake(delivery, exc)
+
+
+def _have(delivery: Delivery, entry: Any, count: int) -> None:
+    index = _frame_index(entry.get("frame_index"), count)
+    size, digest = entry.get("bytes"), entry.get("sha256")
+    if isinstance(size, bool) or not isinstance(size, int) or not isinstance(digest, str):
+        raise TypeError("each have entry is {frame_index, bytes, sha256}")
+    delivery.have(index, size, digest)
+
+
+def _answer_mistake(delivery: Delivery, exc: Exception) -> None:
+    """A mistake in the viewer's message is answered; the stream goes on."""
+    code = "bad_frame_index" if isinstance(exc, ValueError) else "bad_message"
+    delivery.tell({"type": "error", "code": code, "message": str(exc) or "malformed message"})
 
 
 def setup(app: web.Application) -> None:

@@ -220,14 +220,16 @@ async def test_ct_series_view_first_previews_then_full_outward_bit_exact(world, 
     assert viewer.statuses[-1]["sent_bytes"] == sum(f["length"] for f in viewer.frames.values())
 
     # third viewer, token in the first message (as browsers do), holding every frame already
-    # but the last one's tail: only that tail is sent
+    # but the last one's tail: only that tail is sent; a bad entry among the claims (a frame
+    # the series no longer has) is answered and costs nothing else
     last = viewer.frames[count - 1]
     have = [{"frame_index": i, "bytes": f["length"], "sha256": f["sha256"]}
             for i, f in viewer.frames.items() if i != count - 1]
     have.append({"frame_index": count - 1, "bytes": preview_end(last), "sha256": last["sha256"]})
     async with world.client.ws_connect(url) as ws:
+        bad = {"frame_index": count + 4, "bytes": 10, "sha256": last["sha256"]}
         await ws.send_json({"type": "auth", "token": world.tokens["clinician"], "frame_index": 3,
-                            "have": have})
+                            "have": have[:2] + [bad] + have[2:]})
         resumed = Viewer(ws)
         resumed.frames = {i: f for i, f in viewer.frames.items() if i != count - 1}
         resumed.streams = {i: bytearray(viewer.streams[i][:h["bytes"]]) for i, h in
@@ -238,6 +240,7 @@ async def test_ct_series_view_first_previews_then_full_outward_bit_exact(world, 
     assert {c[0] for c in resumed.chunks} == {count - 1}
     assert resumed.chunks[0][1] == preview_end(last) and resumed.complete(count)
     assert resumed.statuses[-1]["sent_bytes"] == last["length"] - preview_end(last)
+    assert [e["code"] for e in resumed.errors] == ["bad_frame_index"]
     with world.db() as conn:
         reads = conn.execute("SELECT COUNT(*) FROM audit WHERE action = 'dicom.read' AND "
                              "object LIKE 'study:%'").fetchone()[0]
