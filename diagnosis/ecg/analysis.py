@@ -192,6 +192,7 @@ class StreamAnalyzer:
         self._asystole = int(round(c.rhythm.asystole_s * fs))
         self._raw = SampleBuffer(n, self._pre + self._post + self._latency + self._learning
                                  + int(fs))
+        self._window_offsets = np.arange(-self._pre, self._post)[None, :]
         self._end = 0
         self._finished = False
         self._pending: list[int] = []
@@ -216,13 +217,11 @@ class StreamAnalyzer:
         update = Update()
         if not len(chunk):
             return update
-        with np.errstate(invalid="ignore"):
-            absurd = np.abs(chunk) > QrsDetector.ABSURD_MV
-        raw = np.where(absurd, np.nan, chunk) if absurd.any() else chunk
+        raw = QrsDetector.without_absurd(chunk)
         self._raw.append(raw)
         self._end += len(chunk)
         self._add_quality(self.quality_monitor.push(raw), update)
-        detected = self.detector.push(chunk)
+        detected = self.detector.push(raw)
         self._add_detected(detected, update)
         self._measure(update, at_end=False)
         horizon = self._end - self._latency - 2 if self._end >= self._learning + self._latency \
@@ -361,7 +360,7 @@ class StreamAnalyzer:
         lo = int(peaks[0]) - self._pre
         hi = int(peaks[-1]) + self._post
         data = buffer.window(lo, hi)
-        index = (peaks - lo)[:, None] + np.arange(-self._pre, self._post)[None, :]
+        index = (peaks - lo)[:, None] + self._window_offsets
         if len(data) == hi - lo:
             return data[index]
         first = max(buffer.start, lo, 0)

@@ -9,6 +9,7 @@ adapts to the patient (bundle branch block, lead placement) instead of using fix
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -36,10 +37,11 @@ def qrs_width_s(segment: np.ndarray, fs: float, fraction: float = 0.25) -> float
     if len(segment) < 3 or not segment.size:
         return float("nan")
     segment = segment.reshape(len(segment), -1)
-    slope = np.sqrt(np.sum(np.diff(segment, axis=0) ** 2, axis=1))
-    if not slope.max() > 0:
+    slope = np.sqrt(((segment[1:] - segment[:-1]) ** 2).sum(axis=1))
+    peak = slope.max()
+    if not peak > 0:
         return float("nan")
-    above = np.flatnonzero(slope >= fraction * slope.max())
+    above = np.flatnonzero(slope >= fraction * peak)
     return float(above[-1] - above[0] + 1) / fs
 
 
@@ -48,14 +50,22 @@ def detrend(window: np.ndarray) -> np.ndarray:
     whole windows, which would otherwise pass for a changed QRS shape."""
     if len(window) < 2:
         return window
-    ramp = np.linspace(0.0, 1.0, len(window))[:, None]
-    return window - window[0] - ramp * (window[-1] - window[0])
+    return window - window[0] - _ramp(len(window)) * (window[-1] - window[0])
+
+
+@lru_cache(maxsize=8)
+def _ramp(length: int) -> np.ndarray:
+    ramp = np.linspace(0.0, 1.0, length)[:, None]
+    ramp.flags.writeable = False
+    return ramp
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two equally shaped windows, all leads together; NaN if flat."""
-    a = np.ravel(a) - np.mean(a)
-    b = np.ravel(b) - np.mean(b)
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a = a.ravel() - a.mean()
+    b = b.ravel() - b.mean()
     norm = np.sqrt(np.dot(a, a) * np.dot(b, b))
     return float(np.dot(a, b) / norm) if norm > 0 else float("nan")
 
@@ -110,7 +120,7 @@ class BeatLabeler:
         window = np.asarray(window, dtype=np.float64)
         if window.ndim == 1:
             window = window[:, None]
-        if not np.all(np.isfinite(window)):
+        if not np.isfinite(window).all():
             return "Q"
         window = detrend(window)
         f = self.features(window, rr_s, median_rr_s)

@@ -14,6 +14,7 @@ R peak once the first `learning_s` have been learnt (beats in those wait for the
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,6 +22,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d
 
 from diagnosis.ecg import filters
+from diagnosis.ecg.medians import median
 
 
 class SampleBuffer:
@@ -32,7 +34,7 @@ class SampleBuffer:
 
     def __init__(self, n_channels: int, keep: int) -> None:
         self.keep = max(int(keep), 1)
-        self._data = np.zeros((max(4 * self.keep, 1024), n_channels))
+        self._data = np.zeros((max(4 * self.keep, 64), n_channels))
         self._length = 0
         self.start = 0
         """Absolute index of the oldest retained sample."""
@@ -90,6 +92,9 @@ class _Levels:
     def __init__(self, beats: list[np.ndarray], noise: np.ndarray) -> None:
         self.beats = beats[-self.HISTORY:]
         self.noise = noise
+        self._signal: tuple[np.ndarray, ...] | None = None
+        """(typical beat, usable leads, beat level used, lowest and highest noise level taken
+        as true), until a beat is added."""
         self._model: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
         """(usable leads, weights, clipped noise, typical beat's score), until levels change."""
 
@@ -97,24 +102,31 @@ class _Levels:
     def learn(cls, candidates: list["_Candidate"], band: np.ndarray) -> "_Levels":
         """Levels from the first seconds: candidates within `LEARN_RATIO` of the strongest are
         beats; noise peaks are put at twice the band's median magnitude (about 1.5 sigma)."""
-        noise = 2.0 * np.median(np.abs(band), axis=0) if len(band) else np.zeros(band.shape[1])
+        noise = 2.0 * median(np.abs(band), axis=0) if len(band) else np.zeros(band.shape[1])
         if not candidates:
             return cls([], noise)
         amplitudes = np.array([c.amplitudes for c in candidates])
         strength = np.sqrt(np.sum(amplitudes ** 2, axis=1))
         return cls(list(amplitudes[strength >= cls.LEARN_RATIO * strength.max()]), noise)
 
-    def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        if self._model is None:
-            signal = np.median(np.array(self.beats), axis=0)
+    def _typical_beat(self) -> tuple[np.ndarray, ...]:
+        if self._signal is None:
+            typical = median(np.array(self.beats), axis=0)
             # A flat, disconnected or all-NaN lead (0 mV after the filters) has no beat level:
             # it gets no say instead of turning every lead's weights into 0/0.
-            usable = np.isfinite(signal) & (signal > self.MIN_BEAT_MV)
-            signal = np.where(usable, signal, 1.0)
+            usable = np.isfinite(typical) & (typical > self.MIN_BEAT_MV)
+            signal = np.where(usable, typical, 1.0)
+            self._signal = (typical, usable, signal, 0.02 * signal, self.MAX_NOISE * signal)
+        return self._signal
+
+    def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        if self._model is None:
+            _, usable, signal, lowest, highest = self._typical_beat()
             noise = np.where(np.isfinite(self.noise), self.noise, 0.0)
-            noise = np.minimum(np.maximum(noise, 0.02 * signal), self.MAX_NOISE * signal)
-            weights = np.where(usable, (signal - noise) / noise ** 2, 0.0)
-            typical = float(np.sum(weights * (signal - noise))) if np.any(usable) else 0.0
+            noise = np.minimum(np.maximum(noise, lowest), highest)
+            margin = signal - noise
+            weights = np.where(usable, margin / noise ** 2, 0.0)
+            typical = float((weights * margin).sum()) if usable.any() else 0.0
             self._model = (usable, weights, noise, typical)
         return self._model
 
@@ -124,22 +136,24 @@ class _Levels:
         usable, weights, noise, typical = self._weights()
         if not typical > 0:
             return 0.0
-        excess = np.where(usable, np.nan_to_num(amplitudes, nan=0.0, posinf=0.0) - noise, 0.0)
-        return float(np.sum(weights * excess) / typical)
+        # Missing (NaN) or infinite amplitudes count as 0 (an RMS is never -inf).
+        present = np.where(np.isfinite(amplitudes), amplitudes, 0.0)
+        excess = np.where(usable, present - noise, 0.0)
+        return float((weights * excess).sum() / typical)
 
     def timing_lead(self) -> int:
         """The lead R peaks are placed on: the first, as annotators do (MIT-BIH's MLII), unless
         it carries no ECG (flat, disconnected); then the one with the largest typical beat."""
         if not self.beats:
             return 0
-        usable, _, _, _ = self._weights()
-        if usable[0] or not np.any(usable):
+        typical, usable, *_ = self._typical_beat()
+        if usable[0] or not usable.any():
             return 0
-        signal = np.median(np.array(self.beats), axis=0)
-        return int(np.argmax(np.where(usable, signal, -np.inf)))
+        return int(np.argmax(np.where(usable, typical, -np.inf)))
 
     def add_beat(self, amplitudes: np.ndarray) -> None:
         self.beats = (self.beats + [amplitudes])[-self.HISTORY:]
+        self._signal = None
         self._model = None
 
     def add_noise(self, amplitudes: np.ndarray) -> None:
@@ -196,6 +210,8 @@ class QrsDetector:
 
     RR_HISTORY: ClassVar[int] = 8
     WEAK_HISTORY: ClassVar[int] = 64
+    FEW_MAXIMA: ClassVar[int] = 16
+    """Up to this many envelope maxima a scan checks each on its own, beyond it all at once."""
     ABSURD_MV: ClassVar[float] = 1e6
     """No electrode gives a kilovolt, whatever unit a caller confused: such samples are missing
     (squared they would overflow the running energy sum to inf and silence the stream for good)."""
@@ -248,10 +264,7 @@ class QrsDetector:
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1, self.n_leads)
         if not len(chunk):
             return np.empty(0, dtype=np.int64)
-        with np.errstate(invalid="ignore"):
-            absurd = np.abs(chunk) > self.ABSURD_MV
-        if absurd.any():
-            chunk = np.where(absurd, np.nan, chunk)
+        chunk = self.without_absurd(chunk)
         clean = self._clean_filter.process(chunk)
         band = self._band_filter.process(clean)
         energy = np.einsum("ij,ij->i", band, band)
@@ -262,6 +275,16 @@ class QrsDetector:
         self._scan(self._envelope.end - self._radius, at_end=False)
         return self._decide(self._envelope.end - self._radius, at_end=False)
 
+    @classmethod
+    def without_absurd(cls, chunk: np.ndarray) -> np.ndarray:
+        """`chunk` with samples beyond +-`ABSURD_MV` as missing (NaN); the chunk itself when
+        it has none."""
+        if np.abs(chunk).max() <= cls.ABSURD_MV:      # False with a NaN: the long way
+            return chunk
+        with np.errstate(invalid="ignore"):
+            absurd = np.abs(chunk) > cls.ABSURD_MV
+        return np.where(absurd, np.nan, chunk) if absurd.any() else chunk
+
     def _moving_average(self, energy: np.ndarray) -> np.ndarray:
         """Mean of the last `width` energies (zeros before the stream), the same bits however
         the stream is chunked.
@@ -271,10 +294,13 @@ class QrsDetector:
         previous chunk's partial sums in another order and differs in the last bit, enough to
         flip a comparison of two equal-looking envelope samples.
         """
-        sums = np.cumsum(np.concatenate([self._running_sum[-1:], energy]))[1:]
-        history = np.concatenate([self._running_sum, sums])
-        self._running_sum = history[-self._width:]
-        return (history[self._width:] - history[:-self._width]) / self._width
+        width = self._width
+        history = np.empty(width + len(energy))
+        history[:width] = self._running_sum
+        history[width:] = energy
+        np.cumsum(history[width - 1:], out=history[width - 1:])
+        self._running_sum = history[-width:]
+        return (history[width:] - history[:-width]) / width
 
     def finish(self) -> np.ndarray:
         """End of stream: judge what is left with the samples there are."""
@@ -282,24 +308,42 @@ class QrsDetector:
         return self._decide(self._envelope.end, at_end=True)
 
     def _scan(self, until: int, at_end: bool) -> None:
-        """Find envelope maxima over +-refractory in [scanned, until) whose window is complete."""
+        """Find envelope maxima over +-refractory in [scanned, until) whose window is complete.
+
+        Only a local maximum (above the sample before it, not below the one after) can be the
+        maximum of its window; the envelope is smooth, so a live chunk has a few, each checked
+        against its own window (a long chunk's many are checked by one running maximum).
+        """
         if until <= self._scanned:
             return
         lo = max(self._scanned - self._radius, 0)
         hi = self._envelope.end if at_end else until + self._radius
         values = self._envelope.window(lo, hi)
         envelope = values[:, 0]
-        peaks = maximum_filter1d(envelope, 2 * self._radius + 1, mode="constant", cval=-np.inf)
-        previous = np.concatenate([[-np.inf], envelope[:-1]])
+        rising = envelope[1:] > envelope[:-1]
         offset = self._scanned - lo
-        section = slice(offset, offset + until - self._scanned)
-        is_peak = (envelope[section] >= peaks[section]) & (envelope[section] > previous[section])
-        slope_peaks = maximum_filter1d(values[:, 1], 2 * self._width + 1)
-        for index in np.flatnonzero(is_peak) + offset:
-            peak = lo + int(index)
+        stop = min(offset + until - self._scanned, len(envelope))
+        first, inner = max(offset, 1), min(stop, len(envelope) - 1)
+        rises_to, rises_after = rising[first - 1:inner - 1], rising[first:inner]
+        local = (np.flatnonzero(rises_to > rises_after) + first).tolist()  # rises to, not after
+        if offset == 0 and (len(envelope) < 2 or not rising[0]):
+            local.insert(0, 0)          # the stream's first sample: nothing before it
+        if stop == len(envelope) > first and rising[-1]:
+            local.append(stop - 1)      # the last sample known: nothing after it yet
+        radius = self._radius
+        if len(local) > self.FEW_MAXIMA:
+            highest = maximum_filter1d(envelope, 2 * radius + 1, mode="constant",
+                                       cval=-np.inf)[local].tolist()
+        else:
+            highest = [envelope[max(i - radius, 0):i + radius + 1].max() for i in local]
+        for index, window_max in zip(local, highest):
+            if envelope[index] < window_max:
+                continue
+            peak = lo + index
             band = self._band.window(peak + 1 - self._width, peak + 1)
-            amplitudes = np.sqrt(np.mean(band ** 2, axis=0))
-            self._known.append(_Candidate(peak, amplitudes, float(slope_peaks[index])))
+            amplitudes = np.sqrt((band ** 2).sum(axis=0) / len(band))
+            slope = values[max(index - self._width, 0):index + self._width + 1, 1].max()
+            self._known.append(_Candidate(peak, amplitudes, float(slope)))
         self._scanned = until
 
     def _decide(self, frontier: int, at_end: bool) -> np.ndarray:
@@ -341,7 +385,7 @@ class QrsDetector:
         self._levels.add_beat(candidate.amplitudes)
         if self._last is not None:
             self._rr = (self._rr + [candidate.peak - self._last.peak])[-self.RR_HISTORY:]
-            self._rr_median = float(np.median(self._rr))
+            self._rr_median = float(statistics.median(self._rr))  # whole samples: exact
         self._last = candidate
         self._weak = [c for c in self._weak if c.peak > candidate.peak]
         accepted.append((candidate.peak, self._levels.timing_lead()))
@@ -381,7 +425,7 @@ class QrsDetector:
             if not len(window):
                 refined[i] = max(centre, 0)
                 continue
-            deviation = np.abs(window - np.median(window))
+            deviation = np.abs(window - median(window))
             refined[i] = start + int(np.argmax(deviation))
         return refined
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diagnosis.ecg import medians
+
 LEAD_OFF = 1
 SATURATED = 2
 NOISE = 4
@@ -78,32 +80,9 @@ class QualityBlock:
     """Per lead, a bitwise OR of LEAD_OFF, SATURATED, NOISE, WANDER."""
 
 
-def nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
-    """Median along `axis` ignoring NaN (NaN where all are NaN), without numpy's masked-array
-    path, which costs ~1 ms per call on small arrays."""
-    x = np.asarray(x, dtype=np.float64)
-    nan = np.isnan(x)
-    if not nan.any():
-        return np.median(x, axis=axis)
-    ordered = np.sort(x, axis=axis)                          # NaN sort last
-    count = np.moveaxis(np.count_nonzero(~nan, axis=axis, keepdims=True), axis, axis)
-    low = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0), axis=axis)
-    high = np.take_along_axis(ordered, np.maximum(count // 2, 0), axis=axis)
-    middle = np.squeeze((low + high) / 2.0, axis=axis)
-    return np.where(np.squeeze(count, axis=axis) > 0, middle, np.nan)
-
-
-def _median(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """np.median along the last axis of finite data, without its checks (~15 us a call)."""
-    n = x.shape[-1]
-    if n % 2:
-        return np.partition(x, n // 2, axis=-1)[..., n // 2]
-    part = np.partition(x, (n // 2 - 1, n // 2), axis=-1)
-    return (part[..., n // 2 - 1] + part[..., n // 2]) / 2.0
-
-
 def _score(value: np.ndarray, good: float, bad: float) -> np.ndarray:
-    return np.clip((bad - value) / (bad - good), 0.0, 1.0)
+    """1 at `good`, 0 at `bad`, linear between (np.clip's values, without its overhead)."""
+    return np.minimum(np.maximum((bad - value) / (bad - good), 0.0), 1.0)
 
 
 def _runs_at_least(mask: np.ndarray, run: int) -> np.ndarray:
@@ -121,6 +100,30 @@ def _runs_at_least(mask: np.ndarray, run: int) -> np.ndarray:
     return (starts[..., hi] - starts[..., lo]) > 0
 
 
+def _saturated_share(x: np.ndarray, at_high: np.ndarray, at_low: np.ndarray, high: np.ndarray,
+                     low: np.ndarray, span: np.ndarray, median, run: int,
+                     conf: QualityConf) -> np.ndarray:
+    """Per row of samples `x` (rows, samples), the share in runs of at least `run` repeated
+    values at its maximum or minimum; only an extreme well away from the row's median is a
+    rail (a flat baseline that happens to be the lowest value, under all-positive complexes,
+    is not), or one that holds the lead for `rail_held_fraction` of it."""
+    same = np.zeros(x.shape, dtype=bool)
+    same[:, 1:] = x[:, 1:] == x[:, :-1]
+    same[:, :-1] |= same[:, 1:]
+    at_high &= same
+    at_low &= same
+    high_count, low_count = at_high.sum(axis=-1), at_low.sum(axis=-1)
+    candidates = (high_count >= run) | (low_count >= run)
+    if not candidates.any():
+        return np.zeros(len(x))
+    middle = median(x, axis=-1)
+    held = conf.rail_held_fraction * x.shape[1]
+    far_high = ((high - middle) >= conf.rail_distance * span) | (high_count >= held)
+    far_low = ((middle - low) >= conf.rail_distance * span) | (low_count >= held)
+    stuck = _runs_at_least((at_high & far_high[:, None]) | (at_low & far_low[:, None]), run)
+    return np.where(candidates, stuck.mean(axis=-1), 0.0)
+
+
 def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
            ) -> tuple[np.ndarray, np.ndarray]:
     """SQI and flags, each (n_blocks, n_leads), for blocks (n_blocks, block_len, n_leads) mV."""
@@ -135,7 +138,7 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
         missing = np.zeros((n_blocks, n_leads))
         high, low = x.max(axis=-1), x.min(axis=-1)
         span = high - low
-        median = _median
+        median = medians.median
     else:
         missing = 1.0 - finite.mean(axis=-1)
         x = np.where(finite, x, np.nan)
@@ -143,28 +146,19 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
         high = np.where(present, np.max(np.where(finite, x, -np.inf), axis=-1), 0.0)
         low = np.where(present, np.min(np.where(finite, x, np.inf), axis=-1), 0.0)
         span = high - low
-        median = nanmedian
+        median = medians.nanmedian
     lead_off = (missing > conf.missing_fraction) | (span < conf.flat_mv)
 
-    # Saturation: repeated values at the block's extremes, in long enough runs; only an
-    # extreme well away from the block's median is a rail (a flat baseline that happens to be
-    # the block's lowest value, under all-positive complexes, is not).
+    # Saturation. Samples in runs at an extreme are among the samples at it: only leads with
+    # `run` of those can be saturated, and only they are looked at closer.
     run = max(int(round(conf.rail_run_s * fs)), 3)
-    same = np.zeros(x.shape, dtype=bool)
-    same[..., 1:] = x[..., 1:] == x[..., :-1]
-    same[..., :-1] |= same[..., 1:]
-    at_high = same & (x == high[..., None])
-    at_low = same & (x == low[..., None])
-    candidates = (at_high.sum(axis=-1) >= run) | (at_low.sum(axis=-1) >= run)
+    at_high, at_low = x == high[..., None], x == low[..., None]
+    maybe = (at_high.sum(axis=-1) >= run) | (at_low.sum(axis=-1) >= run)
     saturated_share = np.zeros((n_blocks, n_leads))
-    if candidates.any():
-        middle = median(x, axis=-1)
-        held = conf.rail_held_fraction * length
-        far_high = ((high - middle) >= conf.rail_distance * span) | (at_high.sum(-1) >= held)
-        far_low = ((middle - low) >= conf.rail_distance * span) | (at_low.sum(-1) >= held)
-        stuck = _runs_at_least((at_high & far_high[..., None]) | (at_low & far_low[..., None]),
-                               run)
-        saturated_share = np.where(candidates, stuck.mean(axis=-1), 0.0)
+    if maybe.any():
+        saturated_share[maybe] = _saturated_share(x[maybe], at_high[maybe], at_low[maybe],
+                                                  high[maybe], low[maybe], span[maybe], median,
+                                                  run, conf)
 
     # High-frequency noise: robust SD of the second difference, scaled to the signal's SD
     # for white noise (a second difference has sqrt(6) times its SD); every other second
@@ -192,12 +186,9 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
     wander_score = _score(wander, *conf.wander_mv)
     saturation_score = _score(saturated_share, 0.0, 10 * conf.saturated_fraction)
     sqi = np.where(lead_off, 0.0, noise_score * wander_score * saturation_score * (1 - missing))
-    live = ~lead_off
-    flags = np.where(lead_off, LEAD_OFF, 0)
-    flags |= np.where(live & (saturated_share >= conf.saturated_fraction), SATURATED, 0)
-    flags |= np.where(live & (noise_score < 0.5), NOISE, 0)
-    flags |= np.where(live & (wander_score < 0.5), WANDER, 0)
-    return sqi, flags.astype(np.int64)
+    problems = (SATURATED * (saturated_share >= conf.saturated_fraction)
+                | NOISE * (noise_score < 0.5) | WANDER * (wander_score < 0.5))
+    return sqi, np.where(lead_off, LEAD_OFF, problems).astype(np.int64, copy=False)
 
 
 class QualityMonitor:

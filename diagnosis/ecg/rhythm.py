@@ -42,6 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from diagnosis.ecg.medians import median
+from diagnosis.ecg.qrs import SampleBuffer
+
 AF, SINUS, BRADY, TACHY = "AF", "SINUS", "BRADY", "TACHY"
 PAUSE, ASYSTOLE, VT, VRUN = "PAUSE", "ASYSTOLE", "VT", "VRUN"
 _BASE = (AF, SINUS, BRADY, TACHY)
@@ -157,11 +160,11 @@ def detrended(segments: np.ndarray) -> np.ndarray:
 
 def coherence(window: np.ndarray) -> float:
     """|mean segment|^2 / mean |segment|^2 over a (n, ...) stack of detrended segments."""
-    energy = float(np.sum(window * window))
+    energy = float((window * window).sum())
     if not energy > 0:
         return 1.0
     mean = window.sum(axis=0)
-    return float(np.sum(mean * mean)) / (energy * len(window))
+    return float((mean * mean).sum()) / (energy * len(window))
 
 
 class _Log:
@@ -201,10 +204,10 @@ class RhythmTracker:
         self._rr = _Log(np.float64)
         """RR interval i, in seconds, ends at beat i + 1."""
         self._labels: list[str] = []
-        self._segments: list[np.ndarray] = []
-        """Pre-QRS segments (decimated, detrended) of the beats whose coherence is not final
-        yet, and of the window before them."""
-        self._segment_offset = 0
+        self._segments: SampleBuffer | None = None
+        """Pre-QRS segments (decimated, detrended, flattened to rows; row i is beat i) of the
+        beats whose coherence is not final yet, and of the window before them."""
+        self._segment_shape: tuple[int, ...] = ()
         self._raw_segments: list[np.ndarray] = []
         """Segments as given, decimated and detrended in one go when calls are settled."""
         self._coherence = _Log(np.float64)
@@ -293,23 +296,24 @@ class RhythmTracker:
 
     def _settle_coherence(self, at_end: bool) -> None:
         if self._raw_segments:
-            batch = np.concatenate(self._raw_segments)
+            batch = detrended(decimated(np.concatenate(self._raw_segments), self._decimation))
             self._raw_segments = []
-            self._segments.extend(detrended(decimated(batch, self._decimation)))
+            if self._segments is None:
+                # Enough rows for every beat not settled since the last call and the windows
+                # around them (calls are settled at least every SETTLE_BEATS beats).
+                keep = 2 * self.conf.coherence_half_window + self.SETTLE_BEATS
+                self._segments = SampleBuffer(int(np.prod(batch.shape[1:])), keep)
+                self._segment_shape = batch.shape[1:]
+            self._segments.append(batch.reshape(len(batch), -1))
         half = self.conf.coherence_half_window
         n = len(self._samples)
         stop = n if at_end else n - half
         values = []
         for i in range(len(self._coherence), stop):
             lo, hi = max(i - half, 0), min(i + half + 1, n)
-            values.append(coherence(np.stack(
-                self._segments[lo - self._segment_offset:hi - self._segment_offset])))
+            rows = self._segments.window(lo, hi)
+            values.append(coherence(rows.reshape(hi - lo, *self._segment_shape)))
         self._coherence.extend(values)
-        # Keep only the segments later windows still need.
-        drop = max(len(self._coherence) - half - self._segment_offset, 0)
-        if drop:
-            del self._segments[:drop]
-            self._segment_offset += drop
 
     def _differences(self, lo: int, hi: int) -> np.ndarray:
         """`successive_differences` of all RR intervals, entries lo..hi-1 (from the tail)."""
@@ -343,7 +347,7 @@ class RhythmTracker:
         lo, hi = int(first[0]), int(first[-1]) + size
         index = (first - lo)[:, None] + np.arange(size)
         d = self._differences(lo, hi)[index]
-        irregular = np.median(d, axis=1) > c.irregularity
+        irregular = median(d, axis=1) > c.irregularity
         band = (d >= c.spread_band[0]) & (d < c.spread_band[1])
         spread = np.count_nonzero(band, axis=1) / size > c.spread
         log_rr = np.log(np.maximum(self._rr[lo:hi], 1e-3))
@@ -370,7 +374,7 @@ class RhythmTracker:
         if stop <= start:
             return []
         is_af = (self._edge_windows(self._af_raw, start, stop, sm).sum(axis=1) > sm).tolist()
-        bpm = (60.0 / np.median(self._edge_windows(self._rr, start, stop, rh), axis=1)).tolist()
+        bpm = (60.0 / median(self._edge_windows(self._rr, start, stop, rh), axis=1)).tolist()
         labels = []
         for af, rate in zip(is_af, bpm):
             # Rate classes with hysteresis, so a rate hovering at a limit does not flicker.

@@ -27,10 +27,11 @@ all twelve standard leads are evaluated (the criteria are defined on the 12-lead
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from diagnosis.ecg.quality import nanmedian
+from diagnosis.ecg.medians import nanmedian
 from diagnosis.ecg.record import STANDARD_LEADS
 
 MM_PER_MV = 10.0
@@ -122,15 +123,40 @@ def _samples(seconds: float, fs: float) -> int:
     return max(int(round(seconds * fs)), 1)
 
 
-def fiducials(clean: np.ndarray, r_index: int, fs: float,
-              conf: StConf = StConf()) -> tuple[np.ndarray, np.ndarray]:
-    """QRS onset and J point (indices into the window) of beat windows `clean`
-    (n_beats, window, n_leads), baseline-free mV with each beat's R peak at `r_index`."""
-    n_beats, length, _ = clean.shape
-    if not n_beats:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    nan = np.isnan(clean)
-    x = np.where(nan, 0.0, clean) if nan.any() else clean
+@dataclass(frozen=True)
+class _Search:
+    """Where `fiducials` looks, fixed by the window, the rate and the configuration."""
+
+    run: int
+    ahead: slice | np.ndarray
+    behind: slice | np.ndarray
+    """Samples whose difference is the smoothed slope at each searched position."""
+    qrs: slice
+    """The slopes the QRS's maximum slope is taken from."""
+    positions: np.ndarray
+    """Where the quiet runs looked at start (indices into the window)..."""
+    ends: np.ndarray
+    """...and end (one past)."""
+    onset_allowed: np.ndarray
+    j_allowed: np.ndarray
+    default_onset: int
+    default_j: int
+
+    def __post_init__(self) -> None:
+        for value in vars(self).values():     # shared by every call: read only
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """A run of consecutive indices as a slice (a view instead of a copy), else the indices."""
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return slice(int(index[0]), int(index[0]) + len(index))
+    return index
+
+
+@lru_cache(maxsize=32)
+def _search(length: int, r_index: int, fs: float, conf: StConf) -> _Search:
     # Only the stretch searched matters: from the earliest onset's quiet run to the latest
     # J point's.
     run = _samples(conf.quiet_s, fs)
@@ -143,28 +169,46 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
     t = np.arange(first, last)
     ahead = np.clip(t + width - half, 0, length - 1)
     behind = np.clip(t - half, 0, length - 1)
-    slope = np.abs(x[:, ahead] - x[:, behind]).sum(axis=2)      # (n_beats, last - first)
     r = r_index - first
     qrs = slice(max(r - _samples(0.06, fs), 0), r + _samples(0.06, fs))
-    peak = slope[:, qrs].max(axis=1, initial=0.0)
+    positions = np.arange(max(len(t) + 1 - run, 0)) + first
+    ends = positions + run
+    onset_allowed = (ends <= r_index - _samples(conf.min_onset_s, fs)) \
+        & (ends >= r_index - _samples(conf.max_onset_s, fs))
+    j_allowed = (positions >= r_index + _samples(conf.min_onset_s, fs)) \
+        & (positions <= r_index + _samples(conf.max_j_s, fs))
+    return _Search(run, _as_slice(ahead), _as_slice(behind), qrs, positions, ends,
+                   onset_allowed, j_allowed, r_index - _samples(conf.max_onset_s, fs) // 2,
+                   r_index + _samples(conf.default_j_s, fs))
+
+
+def fiducials(clean: np.ndarray, r_index: int, fs: float,
+              conf: StConf = StConf()) -> tuple[np.ndarray, np.ndarray]:
+    """QRS onset and J point (indices into the window) of beat windows `clean`
+    (n_beats, window, n_leads), baseline-free mV with each beat's R peak at `r_index`."""
+    n_beats, length, _ = clean.shape
+    if not n_beats:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    nan = np.isnan(clean)
+    x = np.where(nan, 0.0, clean) if nan.any() else clean
+    search = _search(length, r_index, float(fs), conf)
+    run = search.run
+    slope = np.abs(x[:, search.ahead] - x[:, search.behind]).sum(axis=2)  # (n_beats, searched)
+    peak = slope[:, search.qrs].max(axis=1, initial=0.0)
     quiet = slope < conf.slope_fraction * peak[:, None]
     counts = np.zeros((n_beats, quiet.shape[1] + 1), dtype=np.int32)
     np.cumsum(quiet, axis=1, out=counts[:, 1:])
-    # all_quiet[:, p]: slopes p .. p + run - 1 are all quiet (positions from `first`).
+    # all_quiet[:, p]: slopes p .. p + run - 1 are all quiet.
     all_quiet = (counts[:, run:] - counts[:, :-run]) == run
-    positions = np.arange(all_quiet.shape[1]) + first
     # Onset: one past the end of the last quiet run that ends min_onset_s before R.
-    ends = positions + run
-    onset_ok = all_quiet & (ends <= r_index - _samples(conf.min_onset_s, fs)) \
-        & (ends >= r_index - _samples(conf.max_onset_s, fs))
+    onset_ok = all_quiet & search.onset_allowed
     onset = np.where(onset_ok.any(axis=1),
-                     np.max(np.where(onset_ok, ends, -1), axis=1),
-                     r_index - _samples(conf.max_onset_s, fs) // 2)
+                     np.max(np.where(onset_ok, search.ends, -1), axis=1),
+                     search.default_onset)
     # J point: the start of the first quiet run after R.
-    j_ok = all_quiet & (positions >= r_index + _samples(conf.min_onset_s, fs)) \
-        & (positions <= r_index + _samples(conf.max_j_s, fs))
-    j_point = np.where(j_ok.any(axis=1), positions[np.argmax(j_ok, axis=1)],
-                       r_index + _samples(conf.default_j_s, fs))
+    j_ok = all_quiet & search.j_allowed
+    j_point = np.where(j_ok.any(axis=1), search.positions[np.argmax(j_ok, axis=1)],
+                       search.default_j)
     return onset.astype(np.int64), j_point.astype(np.int64)
 
 
@@ -181,7 +225,8 @@ def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, fs: float
     steps = np.arange(width)[None, :]
 
     def level(first: np.ndarray) -> np.ndarray:
-        return raw[rows, np.clip(first[:, None] + steps, 0, length - 1)].mean(axis=1)
+        index = np.minimum(np.maximum(first[:, None] + steps, 0), length - 1)
+        return raw[rows, index].sum(axis=1) / width      # the mean, without np.mean's overhead
 
     baseline = level(onset - width)
     at_j = level(j_point - width // 2) - baseline

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -279,29 +278,3 @@ def test_bad_input() -> None:
     single.push(np.zeros(100))                     # a 1-D chunk for one lead
     with pytest.raises(ValueError):
         analysis.StreamAnalyzer.Conf(hr_average_beats=0)
-
-
-# ---- throughput ----
-
-def test_throughput_twelve_lead_500_hz(ecg_dir: Path) -> None:
-    """CPU time of the whole analyzer on the 25 CinC 2021 records streamed as one 250 s 12-lead
-    500 Hz recording, best of three. Measured on the 2-core CI machine: ~950-1000x real time
-    in 1 s chunks, ~1550x in 10 s chunks, ~720x in 0.25 s chunks (the QRS detector alone:
-    ~3000x, ~3900x, ~1900x). The floors leave room for a loaded machine."""
-    signal = np.concatenate([read_wfdb(h).signal
-                             for h in sorted((ecg_dir / "cinc2021-12lead").glob("*.hea"))])
-    leads = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-    speeds = {}
-    for chunk in (500, 5000):
-        best = float("inf")
-        for _ in range(3):
-            started = time.process_time()
-            analyzer = analysis.StreamAnalyzer(500.0, leads)
-            for start in range(0, len(signal), chunk):
-                analyzer.push(signal[start:start + chunk])
-            analyzer.finish()
-            best = min(best, time.process_time() - started)
-        speeds[chunk] = 250.0 / best
-    print(f"analyzer: {speeds[500]:.0f}x real time in 1 s chunks, "
-          f"{speeds[5000]:.0f}x in 10 s chunks")
-    assert speeds[500] >= 600 and speeds[5000] >= 1000, speeds

@@ -133,12 +133,3 @@ def test_short_tails_and_empty_input() -> None:
     with pytest.raises(ValueError):
         quality.QualityConf(noise_mv=(0.1, 0.05))
 
-
-def test_nanmedian_matches_numpy() -> None:
-    rng = np.random.default_rng(9)
-    x = rng.standard_normal((4, 7, 9))
-    x[rng.random(x.shape) < 0.3] = np.nan
-    x[0, :, 0] = np.nan
-    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
-        expected = np.nanmedian(x, axis=1)
-    assert np.allclose(quality.nanmedian(x, axis=1), expected, equal_nan=True)
