@@ -20,8 +20,10 @@ stopped meeting them); VT at the beat where a run of ventricular beats first has
 over 100 bpm; ASYSTOLE `asystole_s` after the last beat when no beat followed and at least one
 lead carried signal throughout (all leads off is a technical problem, reported as a LEAD_OFF
 rhythm episode instead). A stream that starts in asystole is not recognised: the detector
-learns its levels from the first seconds and takes noise for beats. VF has no detector of
-its own yet (no VF recording to develop one on).
+learns its levels from the first seconds and takes noise for beats. VF (`vf.py`, on the rhythm
+lead) when two 4 s windows in a row look like VF: the alert at the first one's start, ~8-12 s
+after VF begins; the VF rhythm episode when it ends. The shared data holds no VF recording:
+the detector is tested on VF spliced into real recordings.
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ import numpy as np
 from diagnosis.ecg import quality as quality_mod
 from diagnosis.ecg import rhythm as rhythm_mod
 from diagnosis.ecg import st as st_mod
+from diagnosis.ecg import vf as vf_mod
 from diagnosis.ecg.beats import BeatLabeler
 from diagnosis.ecg.qrs import QrsDetector, SampleBuffer
 from diagnosis.ecg.record import EcgRecord, canonical_lead
 
 LEAD_OFF = "LEAD_OFF"
+RHYTHM_LEADS = ("II", "MLII")
+"""The lead VF is judged on when the stream has one (the usual rhythm strip), else the first."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class StreamAnalyzer:
         st: st_mod.StConf = field(default_factory=st_mod.StConf)
         rhythm: rhythm_mod.RhythmConf = field(default_factory=rhythm_mod.RhythmConf)
         quality: quality_mod.QualityConf = field(default_factory=quality_mod.QualityConf)
+        vf: vf_mod.VfConf = field(default_factory=vf_mod.VfConf)
         hr_average_beats: int = 8
         label_rr_beats: int = 8
         """RR intervals the labeller's median RR is taken over (as in its own tests)."""
@@ -178,6 +184,9 @@ class StreamAnalyzer:
         self.labeller = BeatLabeler(fs)
         self.quality_monitor = quality_mod.QualityMonitor(fs, n, self.conf.quality)
         self.rhythm = rhythm_mod.RhythmTracker(fs, self.conf.rhythm)
+        self._vf_lead = next((self.leads.index(lead) for lead in RHYTHM_LEADS
+                              if lead in self.leads), 0)
+        self.vf = vf_mod.VfTracker(fs, self.conf.vf)
         self._st = st_mod.StTracker(2 * n, self.conf.st)
         """Deviation (J + 60 ms) and elevation (lower of J, J + 60 ms) side by side."""
         self._cut_points = st_mod.cut_points_mv(self.leads, sex, age)
@@ -223,6 +232,7 @@ class StreamAnalyzer:
         self._add_quality(self.quality_monitor.push(raw), update)
         detected = self.detector.push(raw)
         self._add_detected(detected, update)
+        self._add_vf(*self.vf.push(raw[:, self._vf_lead]), update)
         self._measure(update, at_end=False)
         horizon = self._end - self._latency - 2 if self._end >= self._learning + self._latency \
             else -1
@@ -242,6 +252,7 @@ class StreamAnalyzer:
         self._queue_open_gap(self._end)
         self._judge_gaps(update, at_end=True)
         update.rhythms += self.rhythm.finish(self._end)
+        self._add_vf([], self.vf.finish(self._end), update)
         self._report.extend(update)
         return update
 
@@ -252,6 +263,14 @@ class StreamAnalyzer:
                       sorted(r.rhythms, key=lambda e: (e.start, e.end, e.label)),
                       sorted(r.alerts, key=lambda a: (a.sample, a.kind)),
                       list(r.quality), list(r.st))
+
+    def _add_vf(self, started: list[vf_mod.VfEpisode], ended: list[vf_mod.VfEpisode],
+                update: Update) -> None:
+        """VF alerts as episodes start (on the rhythm lead), episodes when they end."""
+        lead = (self.leads[self._vf_lead],)
+        update.alerts += [Alert(vf_mod.VF, episode.start, lead) for episode in started]
+        update.rhythms += [rhythm_mod.Episode(episode.start, episode.end, vf_mod.VF)
+                           for episode in ended]
 
     # -- quality and stretches without beats --
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from diagnosis.ecg import references
+from diagnosis.ecg.analysis import analyze
 from diagnosis.ecg.formats import read_record
+from diagnosis.ecg.record import EcgRecord
 from diagnosis.ecg.vf import VfConf, VfEpisode, VfTracker, leakage
 
 OTHER_FILES = ["ptb/s0010_re.hea", "dicom/waveform_ecg.dcm", "aecg/ecg_hl7.xml"]
@@ -85,3 +87,22 @@ def test_regular_slow_oscillations_and_mains_are_not_vf():
     assert leakage(np.sin(2 * np.pi * 5.0 * t)[None, :]) < 0.05
     noise = np.random.default_rng(0).standard_normal((4, 2000))
     assert np.all(np.abs(leakage(noise) - np.sqrt(2) / 2) < 0.05)
+
+
+@pytest.mark.parametrize("chunk", [None, 125])
+def test_the_analysis_alerts_vf_on_the_rhythm_lead(shared_data, chunk):
+    """VF on every lead of a real 12-lead (after its 10 s of sinus rhythm): one VF alert naming
+    lead II at the VF's first window, a VF rhythm episode, the same in batch and 0.25 s chunks;
+    the recording alone raises no VF."""
+    record = read_record(shared_data / "ecg" / "cinc2021-12lead" / "HR06000.hea")
+    assert not [a for a in analyze(record).alerts if a.kind == "VF"]
+    fs, sinus = record.fs, len(record.signal)
+    vf = synthetic_vf(20.0, fs, seed=5)[:, None] * np.linspace(0.6, 1.2, len(record.leads))
+    spliced = EcgRecord(fs, record.leads, np.vstack([record.signal, vf + record.signal[-1]]),
+                        None, record.gain, record.baseline)
+    report = analyze(spliced, chunk=chunk)
+    (alert,) = [a for a in report.alerts if a.kind == "VF"]
+    window = VfConf().window_s * fs
+    assert alert.leads == ("II",) and abs(alert.sample - sinus) <= window, "its first window"
+    (episode,) = [e for e in report.rhythms if e.label == "VF"]
+    assert episode.start == alert.sample and episode.end == len(spliced.signal)
