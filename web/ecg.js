@@ -39,7 +39,7 @@ export function openEcg(streamId, token, title) {
   view = {
     streamId, token, socket: null, refusal: null, retry: 0, queue: Promise.resolve(),
     format: null, trace: null, layout: null, paper: null, drawPending: false, markers: 0,
-    beats: [], analysedTo: 0, rhythm: null, st: null, quality: null, alerts: new Map(),
+    beats: [], analysedTo: 0, rhythm: null, rhythmNow: null, st: null, quality: null, alerts: new Map(),
     complete: false, error: null,
   };
   for (const id of ["ecg-alerts", "ecg-leads", "ecg-error"]) $(id).replaceChildren();
@@ -160,6 +160,7 @@ function analysed(message) {
       view.rhythm = episode;
     }
   }
+  if ("rhythm_now" in message) view.rhythmNow = message.rhythm_now; // null: none open now
   view.st = message.st_mv ?? view.st;
   view.quality = message.quality ?? view.quality;
   for (const alert of message.alerts) addAlert(alert);
@@ -180,7 +181,8 @@ function state() {
     streamId: view.streamId, leads: view.format?.leads ?? [], fs: view.format?.fs ?? null,
     samples: view.trace?.end ?? 0, complete: view.complete, error: view.error,
     beats: view.beats.map(({ sample, label }) => ({ sample, label })), markers: view.markers,
-    heartRate: view.format ? heartRate() : null, rhythm: view.rhythm?.label ?? null,
+    heartRate: view.format ? heartRate() : null,
+    rhythm: view.rhythmNow?.label ?? view.rhythm?.label ?? null,
     st: view.st, quality: view.quality, alerts: [...view.alerts.values()],
   };
 }
@@ -201,9 +203,10 @@ function showFindings() {
   const last = view.beats.at(-1);
   $("ecg-hr").textContent = rate !== null ? `${Math.round(rate)} bpm`
     : last ? `no beat for ${((view.analysedTo - last.sample) / view.format.fs).toFixed(0)} s` : "—";
-  const { rhythm, format } = view;
-  $("ecg-rhythm").textContent = rhythm
-    ? `${rhythm.label} (${clock(rhythm.start / format.fs)}–${clock(rhythm.end / format.fs)})` : "not called yet";
+  const { rhythm, rhythmNow, format } = view;
+  $("ecg-rhythm").textContent = rhythmNow ? `${rhythmNow.label} since ${clock(rhythmNow.since / format.fs)}`
+    : rhythm ? `${rhythm.label} (${clock(rhythm.start / format.fs)}–${clock(rhythm.end / format.fs)})`
+    : "not called yet";
 }
 
 // Per lead: ST deviation in mm at 10 mm/mV (none for a lead that is off: its value means

@@ -44,8 +44,10 @@ class LiveAnalysis:
     def push(self, samples: np.ndarray) -> dict[str, Any] | None:
         """Stored int16 samples in; the `analysis` message for followers, or None when
         nothing became final."""
+        now = self.analyzer.current_rhythm
         update = self.analyzer.push(samples * self._per_unit)
-        if not (update.beats or update.rhythms or update.alerts or update.st or update.quality):
+        if not (update.beats or update.rhythms or update.alerts or update.st or update.quality
+                or self.analyzer.current_rhythm != now):
             return None
         return self.message(update)
 
@@ -56,6 +58,7 @@ class LiveAnalysis:
     def message(self, update: Update) -> dict[str, Any]:
         last_st = update.st[-1].deviation_mv if update.st else None
         last_quality = update.quality[-1] if update.quality else None
+        now = self.analyzer.current_rhythm
         return {
             "type": "analysis",
             "up_to_sample": self.analyzer.n_samples,
@@ -63,6 +66,7 @@ class LiveAnalysis:
                        "hr_avg_bpm": _number(b.hr_avg_bpm, 1)} for b in update.beats],
             "rhythms": [{"start": e.start, "end": e.end, "label": e.label}
                         for e in update.rhythms],
+            "rhythm_now": None if now is None else {"label": now.label, "since": now.start},
             "alerts": [alert_json(a.kind, a.sample, a.leads) for a in update.alerts],
             "st_mv": None if last_st is None else {
                 lead: _number(v) for lead, v in zip(self.leads, last_st)},

@@ -221,6 +221,15 @@ class RhythmTracker:
         self._run_alerted = False
         self._settled_at = 0
 
+    @property
+    def current(self) -> Episode | None:
+        """The rhythm called now (end -1: open): a VT run once it has alerted, else the open
+        rate/AF episode; None before the first call. Live information only: when it changes
+        depends on how the stream was chunked, the episodes reported do not."""
+        if self._run_alerted:
+            return Episode(int(self._samples[self._run[0]]), -1, VT)
+        return self._open
+
     # -- input --
 
     def add(self, samples: np.ndarray, labels: list[str], segments: np.ndarray

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 import wfdb
 
+from diagnosis.ecg.analysis import analyze
+from diagnosis.ecg.formats import read_record
 from diagnosis.ecg.frames import Frame, encode
+from diagnosis.ecg.ingest import StreamFormat
+from diagnosis.ecg.live import LiveAnalysis
+from diagnosis.ecg.record import EcgRecord
 
 FS = 360.0
 FRAME = 90  # 0.25 s
@@ -111,3 +116,29 @@ async def test_a_failing_analysis_never_stops_the_ingest(world, arrest, monkeypa
                                       headers=world.auth("clinician"))
     stored = np.frombuffer(await response.read(), dtype="<i2").reshape(-1, 2)
     assert np.array_equal(stored, arrest[:count * FRAME])
+
+
+def test_followers_are_told_the_rhythm_while_it_lasts(shared_data):
+    """The rhythm now (`rhythm_now`) is in the live messages long before any episode closes:
+    a follower of an AF record reads "AF" while the AF goes on, and the episodes reported at
+    the end are unchanged by it."""
+    record = read_record(shared_data / "ecg" / "cpsc2021" / "data_101_8.hea")
+    fmt = StreamFormat(record.fs, record.leads, tuple(float(g) for g in record.gain))
+    stored = np.round(record.signal * record.gain).astype(np.int32)  # stored: no baseline
+    live, frame = LiveAnalysis(fmt, None, None), int(record.fs / 4)
+    seen = []
+    for start in range(0, record.n_samples, frame):
+        message = live.push(stored[start:start + frame])
+        if message and message["rhythm_now"]:
+            seen.append((start, message["rhythm_now"]["label"], bool(message["rhythms"])))
+    final = live.finish()
+    assert seen and seen[0][0] < 30 * record.fs, "called within the first half minute"
+    assert "AF" in {label for _, label, _ in seen}
+    first_af = next(start for start, label, _ in seen if label == "AF")
+    reported = live.analyzer.report().rhythms
+    af = [e for e in reported if e.label == "AF"]
+    assert af and any(e.start <= first_af <= e.end for e in af)
+    assert final["rhythm_now"] is None
+    batch = EcgRecord.from_digital(stored, fmt.fs, fmt.leads, np.asarray(fmt.gain),
+                                   np.zeros(len(fmt.leads)))
+    assert reported == analyze(batch).rhythms
