@@ -44,10 +44,10 @@ from typing import Iterator
 import aiohttp
 import numpy as np
 
-from diagnosis.ecg import qrs
 from diagnosis.ecg.analysis import StreamAnalyzer, analyze
 from diagnosis.ecg.formats import read_record
 from diagnosis.ecg.frames import Frame, encode
+from diagnosis.ecg.injury import with_injury
 from diagnosis.ecg.sender import Recording
 
 FRAME_S = 0.25
@@ -67,21 +67,6 @@ class Case:
     @property
     def frame(self) -> int:
         return max(1, round(self.recording.fs * FRAME_S))
-
-
-def with_injury(signal: np.ndarray, fs: float, amounts: dict[int, float]) -> np.ndarray:
-    """The ST segment of the given leads (index: mV) lifted from just before R through the
-    T wave, back to the baseline 400 ms after R; the PR segment untouched."""
-    shape = np.zeros(len(signal))
-    t = np.arange(len(signal))
-    for peak in qrs.detect_qrs(signal, fs):
-        rise = np.clip((t - (peak - 0.01 * fs)) / (0.04 * fs), 0, 1)
-        fall = np.clip(((peak + 0.40 * fs) - t) / (0.15 * fs), 0, 1)
-        shape = np.maximum(shape, np.minimum(rise, fall))
-    out = signal.copy()
-    for lead, mv in amounts.items():
-        out[:, lead] += mv * shape
-    return out
 
 
 def cases(data: Path) -> list[Case]:

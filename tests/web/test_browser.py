@@ -5,21 +5,14 @@ through the server's SFU, and a ward round's viewer watches the presenter withou
 from __future__ import annotations
 
 import asyncio
-import shutil
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 
 from signaling.routes import ROOMS
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run"]
 
 
 @pytest.fixture(scope="session")
@@ -41,14 +34,8 @@ def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def browser(voice):
-    if shutil.which("chromium") is None:
-        pytest.fail("Debian chromium is missing; the README's test command installs it")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=[*FLAGS, f"--use-file-for-fake-audio-capture={voice}"])
-        yield browser
-        await browser.close()
+def browser_args(voice) -> list[str]:
+    return [f"--use-file-for-fake-audio-capture={voice}"]
 
 
 async def sign_in_and_join(page: Page, base: str, username: str, password: str,

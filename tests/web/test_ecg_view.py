@@ -10,22 +10,19 @@ that does not exist says so; a dropped follow socket is followed again."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 
 import aiohttp
 import numpy as np
 import pytest
-from playwright.async_api import Page, WebSocketRoute, async_playwright
+from playwright.async_api import Page, WebSocketRoute
 
-from diagnosis.ecg import analysis, qrs
+from diagnosis.ecg import analysis
 from diagnosis.ecg.formats.wfdb_io import read_wfdb
 from diagnosis.ecg.frames import Frame, encode
+from diagnosis.ecg.injury import with_injury
 from diagnosis.ecg.sender import Recording, Sender, create_stream
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 STATE = "window.telemedEcg.state()"
 INK = """() => {
   const canvas = document.getElementById("ecg-trace");
@@ -35,32 +32,6 @@ INK = """() => {
   for (let i = 0; i < pixels.length; i += 4) if (pixels[i] < 100 && pixels[i + 1] < 100 && pixels[i + 2] < 100) dark += 1;
   return dark;
 }"""
-
-
-@pytest.fixture
-async def browser():
-    if shutil.which("chromium") is None:
-        pytest.fail("Debian chromium is missing; the README's test command installs it")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        await browser.close()
-
-
-def with_injury(signal: np.ndarray, fs: float, amounts: dict[int, float]) -> np.ndarray:
-    """tests/diagnosis/ecg/test_st.py's current of injury: the ST segment of the given leads
-    (index: mV) lifted from just before R through the T wave; the PR segment untouched."""
-    peaks = qrs.detect_qrs(signal, fs)
-    shape = np.zeros(len(signal))
-    t = np.arange(len(signal))
-    for peak in peaks:
-        rise = np.clip((t - (peak - 0.01 * fs)) / (0.04 * fs), 0, 1)
-        fall = np.clip(((peak + 0.40 * fs) - t) / (0.15 * fs), 0, 1)
-        shape = np.maximum(shape, np.minimum(rise, fall))
-    out = signal.copy()
-    for lead, mv in amounts.items():
-        out[:, lead] += mv * shape
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ import dataclasses
 import hashlib
 import json
 import re
-import shutil
 import struct
 import time
 
 import pydicom
 import pytest
 from aiohttp import MultipartWriter, hdrs
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 from pydicom.pixels import apply_modality_lut
 
 from diagnosis.dicom import delivery
@@ -29,23 +28,8 @@ from diagnosis.dicom.render import Window, to_8bit
 from telemed.store import accounts
 from telemed.store.database import connect
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run"]
 CT_PATIENT = "QMNx85rKkkg"
 """The Patient ID of the GE head CT."""
-
-
-@pytest.fixture
-async def browser():
-    if shutil.which("chromium") is None:
-        pytest.fail("Debian chromium is missing; the README's test command installs it")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 
 from diagnosis.ecg import analysis, qrs, st
 from diagnosis.ecg.formats.wfdb_io import read_wfdb
+from diagnosis.ecg.injury import with_injury
 
 ST_OR_MI_CODES = {
     # SNOMED CT codes of the CinC 2021 label set (its dx_mapping_scored/unscored tables) that
@@ -160,23 +161,6 @@ def test_two_lead_records_get_st_values_but_no_stemi_call(shared_data: Path) -> 
 
 
 # ---- real records with an injury current added ----
-
-def with_injury(signal: np.ndarray, fs: float, amounts: dict[int, float]) -> np.ndarray:
-    """Add a current of injury to the given leads (index: mV): the ST segment lifted from
-    just before R (so that at the J point it is fully there) through the T wave, back to the
-    baseline 400 ms after R; the PR segment is untouched."""
-    peaks = qrs.detect_qrs(signal, fs)
-    shape = np.zeros(len(signal))
-    t = np.arange(len(signal))
-    for peak in peaks:
-        rise = np.clip((t - (peak - 0.01 * fs)) / (0.04 * fs), 0, 1)
-        fall = np.clip(((peak + 0.40 * fs) - t) / (0.15 * fs), 0, 1)
-        shape = np.maximum(shape, np.minimum(rise, fall))
-    out = signal.copy()
-    for lead, mv in amounts.items():
-        out[:, lead] += mv * shape
-    return out
-
 
 @pytest.fixture(scope="module")
 def hr06000(cinc_dir: Path):
