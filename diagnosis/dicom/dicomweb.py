@@ -263,13 +263,17 @@ async def _negotiate(request: web.Request, caller: Caller, rows: list[dict[str, 
             except transcode.NotTranscodable as exc:
                 why = str(exc)
             except (codecs.LosslessMismatch, transcode.TranscodeFailed) as exc:
-                log.error("transcoding refused to serve %s: %s", syntax, exc)
-                raise ProblemError(500, "Internal Server Error",
-                                   f"{exc}; nothing was served") from None
+                raise _refused_to_serve(syntax, exc) from None
         reasons.append(f"{syntax}: {why}")
     asked = "; ".join(reasons) or "no application/dicom media range"
     raise ProblemError(406, "Not Acceptable", f"cannot serve what was asked ({asked}); "
                                               f"ask with {_offered()}")
+
+
+def _refused_to_serve(what: str, exc: Exception) -> ProblemError:
+    """A derivative failed its check or its worker died: a 500, and nothing is sent."""
+    log.error("transcoding refused to serve %s: %s", what, exc)
+    return ProblemError(500, "Internal Server Error", f"{exc}; nothing was served")
 
 
 async def _smallest(transcoder: transcode.Transcoder, rows: list[dict[str, Any]],
@@ -282,8 +286,7 @@ async def _smallest(transcoder: transcode.Transcoder, rows: list[dict[str, Any]]
     except transcode.NotTranscodable:
         return None
     except (codecs.LosslessMismatch, transcode.TranscodeFailed) as exc:
-        log.error("transcoding refused to serve the smallest of %s: %s", syntaxes, exc)
-        raise ProblemError(500, "Internal Server Error", f"{exc}; nothing was served") from None
+        raise _refused_to_serve(f"the smallest of {', '.join(syntaxes)}", exc) from None
     used = {syntax for _path, syntax in files}
     return Served(used.pop() if len(used) == 1 else "", files, [])
 
@@ -542,6 +545,7 @@ def setup(app: web.Application) -> None:
     instance = series + "/instances/{instance}"
     studies = app.router.add_resource("/dicomweb/{level:studies}")  # a preflight sees GET+POST
     studies.add_route("GET", search)
+    studies.add_route("HEAD", search)
     studies.add_route("POST", store)
     app.router.add_post("/api/dicom", store)
     for prefix, levels in (("/dicomweb", "series|instances"), (study, "series|instances"),

@@ -495,3 +495,23 @@ async def test_stored_images_are_prepared_in_every_configured_codec(imaging, sha
 async def test_unknown_codec_to_prepare_stops_the_start(settings, aiohttp_client):
     with pytest.raises(SettingsError, match="webp"):
         await aiohttp_client(create_app(replace(settings, dicom_prepare=("htj2k", "webp"))))
+
+
+async def test_a_failure_to_prepare_streams_loses_nothing(imaging, shared_data, monkeypatch,
+                                                          caplog):
+    """Streams that cannot be made at ingest (here the encoder fails) are logged; the upload
+    still succeeds and the instance is stored byte for byte."""
+    def failing(*_args):
+        raise progressive.ProgressiveError("the encoder is out of order")
+
+    monkeypatch.setattr(progressive, "derive", failing)
+    path = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))[0]
+    await stow(imaging, [path])
+    for _ in range(100):
+        if "the encoder is out of order" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "no htj2k streams" in caplog.text
+    with imaging.db() as conn:
+        (stored,) = conn.execute("SELECT path FROM dicom_instances").fetchall()
+    assert (imaging.data_dir / stored["path"]).read_bytes() == path.read_bytes()

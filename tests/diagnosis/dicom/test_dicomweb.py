@@ -435,6 +435,9 @@ async def test_no_cross_origin_access_unless_configured(archive_world):
         "Origin": VIEWER_ORIGIN, "Access-Control-Request-Method": "GET"})
     assert preflight.status in (403, 405)
     assert "Access-Control-Allow-Origin" not in preflight.headers
+    head = await archive_world.client.head("/dicomweb/studies",
+                                           headers=archive_world.auth("clinician"))
+    assert head.status == 200, "GET and HEAD /dicomweb/studies, as on every other GET route"
 
 
 async def test_equally_accepted_lossless_syntaxes_get_each_instance_smallest(archive_world, files):
