@@ -39,14 +39,6 @@ def ct_series(shared_data) -> list[pydicom.Dataset]:
     return sorted(slices, key=lambda ds: (int(ds.InstanceNumber), ds.SOPInstanceUID))
 
 
-class Buffer:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def write(self, chunk: bytes) -> None:
-        self.data += chunk
-
-
 @pytest.fixture
 async def ct_consult(world, shared_data) -> dict:
     """A radiology consult about the CT's patient, the series uploaded for it through STOW-RS."""
@@ -58,10 +50,9 @@ async def ct_consult(world, shared_data) -> dict:
     writer = MultipartWriter("related")
     for path in sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm")):
         writer.append(path.read_bytes(), {hdrs.CONTENT_TYPE: "application/dicom"})
-    body = Buffer()
-    await writer.write(body)
+    body = await writer.as_bytes()
     response = await world.client.post(
-        f"/dicomweb/studies?consult={consult['id']}", data=bytes(body.data), headers={
+        f"/dicomweb/studies?consult={consult['id']}", data=body, headers={
             hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; boundary={writer.boundary}',
             **world.auth("clinician")})
     assert response.status == 200, await response.text()

@@ -29,22 +29,13 @@ from telemed.store.database import connect
 CT_PATIENT = "QMNx85rKkkg"
 
 
-class Buffer:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def write(self, chunk: bytes) -> None:
-        self.data += chunk
-
-
 async def stow(world, paths: list[Path], who: str = "clinician", query: str = "") -> None:
     writer = MultipartWriter("related")
     for path in paths:
         writer.append(path.read_bytes(), {hdrs.CONTENT_TYPE: "application/dicom"})
-    buffer = Buffer()
-    await writer.write(buffer)
+    body = await writer.as_bytes()
     response = await world.client.post(
-        f"/dicomweb/studies{query}", data=bytes(buffer.data), headers={
+        f"/dicomweb/studies{query}", data=body, headers={
             hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; '
                                f"boundary={writer.boundary}", **world.auth(who)})
     assert response.status == 200, await response.text()

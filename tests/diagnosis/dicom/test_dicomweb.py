@@ -20,21 +20,12 @@ from telemed.store.database import connect
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
-class Buffer:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def write(self, chunk: bytes) -> None:
-        self.data += chunk
-
-
 async def multipart(blobs: list[bytes], part_type: str = "application/dicom") -> tuple[bytes, dict]:
     writer = MultipartWriter("related")
     for blob in blobs:
         writer.append(blob, {hdrs.CONTENT_TYPE: part_type})
-    buffer = Buffer()
-    await writer.write(buffer)
-    return bytes(buffer.data), {hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; '
+    body = await writer.as_bytes()
+    return body, {hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; '
                                                    f"boundary={writer.boundary}"}
 
 

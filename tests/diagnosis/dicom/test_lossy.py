@@ -32,14 +32,6 @@ METHODS = {J2K: "ISO_15444_1", HTJ2K: "ISO_15444_15", JLS_NEAR: "ISO_14495_1"}
 LOSSY_ELEMENTS = {0x00282110, 0x00282112, 0x00282114}
 
 
-class Buffer:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def write(self, chunk: bytes) -> None:
-        self.data += chunk
-
-
 async def parts(response) -> list[tuple[dict, bytes]]:
     reader = MultipartReader.from_response(response)
     found = []
@@ -52,9 +44,8 @@ async def stow(world, blobs: list[bytes], query: str = "") -> None:
     writer = MultipartWriter("related")
     for blob in blobs:
         writer.append(blob, {hdrs.CONTENT_TYPE: "application/dicom"})
-    buffer = Buffer()
-    await writer.write(buffer)
-    response = await world.client.post(f"/dicomweb/studies{query}", data=bytes(buffer.data),
+    body = await writer.as_bytes()
+    response = await world.client.post(f"/dicomweb/studies{query}", data=body,
                                        headers={hdrs.CONTENT_TYPE: (
                                            'multipart/related; type="application/dicom"; '
                                            f"boundary={writer.boundary}"),

@@ -30,14 +30,6 @@ MATRIX = ("01.dcm", "15.dcm", "693_UNCR.dcm", "MR2_UNCR.dcm", "RG1_J2KI.dcm", "R
           "US1_UNCR.dcm", "eCT_Supplemental.dcm", "emri_small_jpeg_ls_lossless.dcm")
 
 
-class Buffer:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def write(self, chunk: bytes) -> None:
-        self.data += chunk
-
-
 async def parts(response) -> list[tuple[str, bytes]]:
     reader = MultipartReader.from_response(response)
     found = []
@@ -58,9 +50,8 @@ async def stow(world, paths_or_blobs) -> None:
         writer = MultipartWriter("related")
         for blob in group:
             writer.append(blob, {hdrs.CONTENT_TYPE: "application/dicom"})
-        buffer = Buffer()
-        await writer.write(buffer)
-        response = await world.client.post(f"/dicomweb/studies{query}", data=bytes(buffer.data),
+        body = await writer.as_bytes()
+        response = await world.client.post(f"/dicomweb/studies{query}", data=body,
                                            headers={hdrs.CONTENT_TYPE: (
                                                'multipart/related; type="application/dicom"; '
                                                f"boundary={writer.boundary}"),
