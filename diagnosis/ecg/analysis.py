@@ -9,10 +9,11 @@ detector's own filtered samples (the ones a batch run sees); ST is measured on n
 (the same values, later, for a fraction of the fixed cost per call); the rhythm calls look a
 fixed number of beats ahead; quality is judged on fixed blocks counted from the first sample;
 and a stretch without beats is judged once the detector can no longer emit a beat inside it
-(its `latency_s` has passed) and the quality blocks covering it are complete.
+(`QrsDetector.settled`), its lead-off state from the quality blocks and the samples.
 
-Typical delays after the event: a beat and its label 0.5-1.3 s; ASYSTOLE 1-2 s after the
-4 s without a beat; STEMI a few beats after the third normal beat that meets the criteria; AF
+Typical delays after the event: a beat and its label 0.5-1.3 s; ASYSTOLE ~0.35 s after the
+4 s without a beat (the detector's lookahead and R refinement; plus a search-back's wait when
+the last RR interval was over 2.4 s); STEMI a few beats after the third normal beat that meets the criteria; AF
 and rate episodes ~20-30 beats (centred windows of 25 RR intervals plus smoothing).
 
 Alerts: STEMI when the running ST medians first meet the criteria (again only after they have
@@ -214,7 +215,6 @@ class StreamAnalyzer:
         self._last_detected = -1
         self._gaps: list[_Gap] = []
         """Stretches without beats of at least `asystole_s` not yet reported."""
-        self._quality_end = 0
         self._blocks: list[quality_mod.QualityBlock] = []
         self._report = Update()
 
@@ -237,9 +237,7 @@ class StreamAnalyzer:
         self._add_detected(detected, update)
         self._add_vf(*self.vf.push(raw[:, self._vf_lead]), update)
         self._measure(update, at_end=False)
-        horizon = self._end - self._latency - 2 if self._end >= self._learning + self._latency \
-            else -1
-        self._queue_open_gap(horizon)
+        self._queue_open_gap(self.detector.settled)
         self._judge_gaps(update, at_end=False)
         self._report.extend(update)
         return update
@@ -287,8 +285,6 @@ class StreamAnalyzer:
     def _add_quality(self, blocks: list[quality_mod.QualityBlock], update: Update) -> None:
         self._blocks += blocks
         update.quality += blocks
-        if blocks:
-            self._quality_end = blocks[-1].end
 
     def _add_detected(self, peaks: np.ndarray, update: Update) -> None:
         for peak in peaks.tolist():
@@ -318,7 +314,7 @@ class StreamAnalyzer:
     def _judge_gaps(self, update: Update, at_end: bool) -> None:
         for gap in self._gaps:
             alarm = gap.start + self._asystole
-            if gap.live is None and (at_end or self._quality_end >= alarm):
+            if gap.live is None and (at_end or self._end >= alarm):
                 gap.live = self._some_lead_live(gap.start, alarm)
                 if gap.live:
                     update.alerts.append(Alert(rhythm_mod.ASYSTOLE, alarm))
@@ -335,14 +331,15 @@ class StreamAnalyzer:
             gap.emitted = True
 
     def _some_lead_live(self, start: int, stop: int) -> bool:
-        """Some lead is not off in any quality block overlapping [start, stop); True when no
-        block has been judged there (a stream shorter than half a block)."""
+        """Some lead is on throughout [start, stop): not off in the quality blocks overlapping
+        [start, stop - block), nor in the block-long window that ends at `stop` (judged from
+        the samples by the blocks' rule, so the alarm need not wait for its block to fill)."""
         size = self.quality_monitor.block      # block i covers [i * size, (i + 1) * size)
-        blocks = self._blocks[start // size:-(-stop // size)]
-        if not blocks:
-            return True
-        off = np.array([(b.flags & quality_mod.LEAD_OFF) > 0 for b in blocks])
-        return bool(np.any(~off.any(axis=0)))
+        tail = max(stop - size, start)
+        off = [(b.flags & quality_mod.LEAD_OFF) > 0 for b in self._blocks[start // size:
+                                                                          -(-tail // size)]]
+        off.append(quality_mod.leads_off(self._raw.window(tail, stop), self.conf.quality))
+        return bool(np.any(~np.any(off, axis=0)))
 
     # -- beats --
 

@@ -255,6 +255,26 @@ class QrsDetector:
         """Samples an ordinary beat waits after its R peak before it is emitted."""
         return self._radius + self._envelope_delay
 
+    @property
+    def settled(self) -> int:
+        """Every beat whose R peak lies before this sample has been emitted.
+
+        Usually ~`lookahead` + `refine_s` behind the newest sample, far less than `latency_s`
+        (a bound for any stream): a beat still to come is a candidate not yet scanned or a weak
+        one the pending search-back may take, and refinement moves it at most `refine_s`
+        before its envelope peak. Once the search-back deadline has passed without a taker,
+        no weak candidate can become a beat until a stronger one is accepted after it.
+        """
+        if self._levels is None:
+            return 0
+        earliest = self._scanned
+        if self._last is not None and self._rr:
+            deadline = self._last.peak + int(self.conf.searchback_rr * self._rr_median)
+            if deadline + self._radius >= self._scanned:
+                oldest = deadline + self._radius - self._latency
+                earliest = min([earliest] + [c.peak for c in self._weak if c.peak >= oldest])
+        return max(earliest - self._envelope_delay - self._refine, 0)
+
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Feed the next samples (n, n_leads) in mV; return R peaks that became final, ascending.
 

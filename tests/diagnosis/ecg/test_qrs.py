@@ -137,7 +137,7 @@ def test_r_peak_timing_elsewhere_is_within_two_samples(scores, annotated) -> Non
 
 def stream(detector: qrs.QrsDetector, signal: np.ndarray, sizes) -> tuple[np.ndarray, list]:
     """Push `signal` in chunks of the given sizes (cycled); return the peaks and, per push,
-    the peaks it returned with the number of samples pushed so far."""
+    the number of samples pushed so far, the peaks it returned and `settled` after it."""
     out, emitted, start = [], [], 0
     sizes = iter(sizes)
     while start < len(signal):
@@ -145,7 +145,7 @@ def stream(detector: qrs.QrsDetector, signal: np.ndarray, sizes) -> tuple[np.nda
         got = detector.push(signal[start:start + size])
         start += size
         out.append(got)
-        emitted.append((min(start, len(signal)), got))
+        emitted.append((min(start, len(signal)), got, detector.settled))
     out.append(detector.finish())
     return np.concatenate(out), emitted
 
@@ -174,9 +174,10 @@ def test_streaming_equals_batch_on_a_whole_record(record_8_3, sizes) -> None:
 def test_streaming_equals_batch_with_random_chunks(record_8_3) -> None:
     rng = np.random.default_rng(57)
     batch = qrs.detect_qrs(record_8_3.signal, record_8_3.fs)
-    streamed, _ = stream(qrs.QrsDetector(record_8_3.fs, 2), record_8_3.signal,
-                         (int(n) for n in rng.integers(0, 700, size=10**6)))
+    streamed, emitted = stream(qrs.QrsDetector(record_8_3.fs, 2), record_8_3.signal,
+                               (int(n) for n in rng.integers(0, 700, size=10**6)))
     assert np.array_equal(streamed, batch)
+    assert_settled_holds(emitted, record_8_3.fs)
 
 
 @pytest.mark.parametrize("name", ["cpsc2019/data_01511", "cinc2021-12lead/JS20004"])
@@ -197,9 +198,25 @@ def test_streaming_one_sample_at_a_time(ecg_dir: Path, annotated, name: str) -> 
     # period no later than `latency_s` after the R peak.
     assert np.all(np.diff(streamed) > 0)
     conf = qrs.QrsDetector.Conf()
-    late = [(end - peak) / fs for end, got in emitted for peak in got
+    late = [(end - peak) / fs for end, got, _ in emitted for peak in got
             if end > (conf.learning_s + conf.refractory_s) * fs + 1]
     assert late and max(late) <= conf.latency_s
+    assert_settled_holds(emitted, fs)
+
+
+def assert_settled_holds(emitted: list, fs: float) -> None:
+    """No beat comes out before `settled` after it was said, and `settled` trails the newest
+    sample by about the lookahead (what lets an asystole alarm out early), never by more than
+    `latency_s` beyond it (a weak beat waiting for the search-back)."""
+    detector = qrs.QrsDetector(fs, 1)
+    lag = (detector.lookahead + detector.conf.refine_s * fs + 1) / fs
+    ends = np.array([end for end, _, _ in emitted])
+    settled = np.array([value for _, _, value in emitted])
+    first = np.array([got[0] if len(got) else np.iinfo(np.int64).max for _, got, _ in emitted])
+    first_after = np.minimum.accumulate(first[::-1])[::-1][1:]   # the next beat out, per push
+    assert np.all(first_after >= settled[:-1])
+    lags = (ends - settled)[ends > (detector.conf.learning_s + 1) * fs] / fs
+    assert np.median(lags) <= lag and np.all(lags <= detector.conf.latency_s + lag)
 
 
 def test_streaming_one_sample_at_a_time_on_mitdb(ecg_dir: Path) -> None:
@@ -224,25 +241,6 @@ def test_twelve_lead_records_give_plausible_rates(ecg_dir: Path) -> None:
     assert all(30 <= rate <= 200 for rate in rates.values()), rates
     flat = read_wfdb(ecg_dir / "cinc2021-12lead" / "JS20004")
     assert np.all(flat.signal[:, [7, 9, 11]] == 0)
-
-
-def test_throughput_twelve_lead_500_hz(ecg_dir: Path) -> None:
-    """>= 1000x real time on one core for a 12-lead 500 Hz stream (the issue's target), measured
-    in CPU time, best of three, on the 25 CinC 2021 records streamed as one 250 s recording in
-    1 s chunks. (0.25 s frames, the sender's default, measured ~1700x; 0.1 s ~1000x.)"""
-    signal = np.concatenate([read_wfdb(hea).signal
-                             for hea in sorted((ecg_dir / "cinc2021-12lead").glob("*.hea"))])
-    assert signal.shape == (125_000, 12)
-    chunk = 500
-    best = float("inf")
-    for _ in range(3):
-        started = time.process_time()
-        detector = qrs.QrsDetector(500.0, 12)
-        for start in range(0, len(signal), chunk):
-            detector.push(signal[start:start + chunk])
-        detector.finish()
-        best = min(best, time.process_time() - started)
-    assert (len(signal) / 500.0) / best >= 1000
 
 
 @pytest.fixture(scope="module")
