@@ -16,6 +16,7 @@ import numpy as np
 
 from diagnosis.ecg import streams
 from diagnosis.ecg.analysis import StreamAnalyzer, Update, analyze
+from diagnosis.ecg.frames import MISSING_SAMPLE
 from diagnosis.ecg.ingest import StreamFormat
 from diagnosis.ecg.quality import flag_names
 from diagnosis.ecg.record import EcgRecord
@@ -31,21 +32,26 @@ class LiveAnalysis:
         self.analyzer = StreamAnalyzer(fmt.fs, fmt.leads, sex, age)
         self._per_unit = 1.0 / np.asarray(fmt.gain, dtype=np.float64)
 
+    def _millivolts(self, samples: np.ndarray) -> np.ndarray:
+        """Stored integers in mV; the "no sample" marker is missing (NaN), as in a file's
+        record, not a -164 mV plunge for the analysis to take for a beat."""
+        return np.where(samples == MISSING_SAMPLE, np.nan, samples * self._per_unit)
+
     @classmethod
     def resume(cls, fmt: StreamFormat, sex: str | None, age: float | None, path: Path,
                stored: int) -> "LiveAnalysis":
         """An analyzer that has seen the first `stored` samples of the stream's file."""
         live = cls(fmt, sex, age)
         if stored:
-            live.analyzer.push(streams.read_samples(path, len(fmt.leads), 0, stored)
-                               * live._per_unit)
+            live.analyzer.push(live._millivolts(streams.read_samples(path, len(fmt.leads), 0,
+                                                                     stored)))
         return live
 
     def push(self, samples: np.ndarray) -> dict[str, Any] | None:
         """Stored int16 samples in; the `analysis` message for followers, or None when
         nothing became final."""
         now = self.analyzer.current_rhythm
-        update = self.analyzer.push(samples * self._per_unit)
+        update = self.analyzer.push(self._millivolts(samples))
         if not (update.beats or update.rhythms or update.alerts or update.st or update.quality
                 or self.analyzer.current_rhythm != now):
             return None
@@ -86,5 +92,6 @@ def report_for(fmt: StreamFormat, sex: str | None, age: float | None, path: Path
     """The analysis of everything stored, as `telemed ecg analyze --json` prints it."""
     digital = streams.read_samples(path, len(fmt.leads), 0, stored)
     record = EcgRecord.from_digital(digital, fmt.fs, fmt.leads, np.asarray(fmt.gain),
-                                    np.zeros(len(fmt.leads)), sex=sex, age=age)
+                                    np.zeros(len(fmt.leads)), digital == MISSING_SAMPLE,
+                                    sex=sex, age=age)
     return analyze(record).as_json()

@@ -142,3 +142,34 @@ def test_followers_are_told_the_rhythm_while_it_lasts(shared_data):
     batch = EcgRecord.from_digital(stored, fmt.fs, fmt.leads, np.asarray(fmt.gain),
                                    np.zeros(len(fmt.leads)))
     assert reported == analyze(batch).rhythms
+
+
+def test_samples_the_monitor_marks_missing_are_missing_to_the_analysis(shared_data, tmp_path):
+    """A monitor that loses its electrodes for 2 s sends the "no sample" marker (-32768): the
+    live analysis and the stored recording's report treat it as missing (NaN), as a file's
+    reader does, so no beat is found there (as -164 mV it made giant steps that passed for
+    beats) and both agree with the analysis of the file."""
+    from diagnosis.ecg import streams
+    from diagnosis.ecg.frames import MISSING_SAMPLE
+    from diagnosis.ecg.live import report_for
+
+    record = wfdb.rdrecord(str(shared_data / "ecg" / "mitdb" / "100"), physical=False,
+                           sampto=int(FS * 40))
+    stored = (record.d_signal - 1024).astype(np.int16)
+    gone = slice(int(FS * 20), int(FS * 22))
+    stored[gone] = MISSING_SAMPLE
+    fmt = StreamFormat(FS, ("MLII", "V5"), (200.0, 200.0))
+    live = LiveAnalysis(fmt, None, None)
+    for start in range(0, len(stored), FRAME):
+        live.push(stored[start:start + FRAME])
+    live.finish()
+    got = live.analyzer.report()
+    expected = analyze(EcgRecord.from_digital(stored, FS, fmt.leads, np.asarray(fmt.gain),
+                                              np.zeros(2), stored == MISSING_SAMPLE))
+    assert [b.sample for b in got.beats] == [b.sample for b in expected.beats]
+    assert not [b for b in got.beats if gone.start - FS * 0.1 <= b.sample < gone.stop]
+    assert 45 <= len(got.beats) <= 50                  # 40 s at ~75 bpm, 2 s without samples
+    path = tmp_path / "stream.i16"
+    path.write_bytes(stored.astype("<i2").tobytes())
+    assert report_for(fmt, None, None, path, len(stored)) == expected.as_json()
+    assert streams.read_samples(path, 2).tolist() == stored.tolist()   # kept as sent
