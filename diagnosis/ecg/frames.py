@@ -4,8 +4,13 @@ takes to interpret it, checked by CRC-32 so a garbled frame is refused rather th
 Layout, little-endian:
     magic b"ECG1" | version u8 | flags u8 | stream id 16 bytes | sequence u64 |
     first sample u64 | sample rate mHz u32 | leads u8 | samples per lead u16 |
-    gain f32 x leads (ADC units per mV) | lead names (u8 length + ASCII) x leads |
+    gain f64 x leads (ADC units per mV) | baseline i32 x leads (the value of 0 mV) |
+    lead names (u8 length + ASCII) x leads |
     samples int16 x (samples per lead x leads), interleaved by sample | CRC-32 u32 of all before
+
+Version 2 (written): mV = (sample - baseline) / gain, exactly as a WFDB or DICOM file means
+its integers, so a file replayed by `telemed ecg send` reaches the server unchanged. Version 1
+(still read): gain f32 and no baseline (0).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"ECG1"
-VERSION = 1
+VERSION = 2
+GAIN_TYPES = {1: "<f4", 2: "<f8"}
+"""Versions read, with how each stores the gains; only version 2 carries baselines."""
 FLAG_END = 0x01
 HEADER = struct.Struct("<4sBB16sQQIBH")
 CRC = struct.Struct("<I")
@@ -43,6 +50,12 @@ class Frame:
     samples: np.ndarray
     """int16, shape (samples per lead, leads)."""
     end: bool = False
+    baseline: tuple[int, ...] = ()
+    """Per lead, the sample value that means 0 mV; empty: 0 for every lead."""
+
+    def __post_init__(self) -> None:
+        if not self.baseline:
+            object.__setattr__(self, "baseline", (0,) * len(self.leads))
 
     @property
     def n_samples(self) -> int:
@@ -53,13 +66,16 @@ def encode(frame: Frame) -> bytes:
     samples = np.ascontiguousarray(frame.samples, dtype="<i2")
     if not frame.leads or samples.ndim != 2 or samples.shape[1] != len(frame.leads):
         raise FrameError("samples must be shaped (samples, leads)")
-    if len(frame.gain) != len(frame.leads):
-        raise FrameError("one gain per lead")
+    if len(frame.gain) != len(frame.leads) or len(frame.baseline) != len(frame.leads):
+        raise FrameError("one gain and one baseline per lead")
+    if any(not -2**31 <= b < 2**31 for b in frame.baseline):
+        raise FrameError("baselines must fit 32 bits")
     names = b"".join(bytes([len(n.encode("ascii"))]) + n.encode("ascii") for n in frame.leads)
     head = HEADER.pack(MAGIC, VERSION, FLAG_END if frame.end else 0, frame.stream_id.bytes,
                        frame.seq, frame.first_sample, round(frame.fs * 1000), len(frame.leads),
                        samples.shape[0])
-    body = head + np.asarray(frame.gain, dtype="<f4").tobytes() + names + samples.tobytes()
+    body = (head + np.asarray(frame.gain, dtype="<f8").tobytes()
+            + np.asarray(frame.baseline, dtype="<i4").tobytes() + names + samples.tobytes())
     return body + CRC.pack(zlib.crc32(body))
 
 
@@ -72,8 +88,8 @@ def decode(data: bytes) -> Frame:
     magic, version, flags, stream, seq, first, fs_mhz, n_leads, n_samples = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise FrameError("not an ECG stream frame (bad magic)")
-    if version != VERSION:
-        raise FrameError(f"frame version {version} is not supported (expected {VERSION})")
+    if version not in GAIN_TYPES:
+        raise FrameError(f"frame version {version} is not supported (1 or {VERSION})")
     if not 0 < n_leads <= MAX_LEADS:
         raise FrameError(f"{n_leads} leads; 1 to {MAX_LEADS} are supported")
     if n_samples > MAX_SAMPLES_PER_FRAME:
@@ -81,12 +97,22 @@ def decode(data: bytes) -> Frame:
     if fs_mhz == 0:
         raise FrameError("sample rate is zero")
     offset = HEADER.size
-    gain = np.frombuffer(data, dtype="<f4", count=n_leads, offset=offset)
-    offset += 4 * n_leads
+    gain_type = np.dtype(GAIN_TYPES[version])
+    names_at = offset + n_leads * (gain_type.itemsize + (4 if version >= 2 else 0))
+    if len(data) < names_at + CRC.size:
+        raise FrameError(f"frame of {len(data)} bytes is shorter than its gains")
+    gain = np.frombuffer(data, dtype=gain_type, count=n_leads, offset=offset)
+    offset += gain_type.itemsize * n_leads
     if not np.all(np.isfinite(gain)) or np.any(gain <= 0):
         raise FrameError("gains must be positive finite numbers")
+    baseline = np.zeros(n_leads, dtype=np.int64)
+    if version >= 2:
+        baseline = np.frombuffer(data, dtype="<i4", count=n_leads, offset=offset)
+        offset += 4 * n_leads
     leads = []
     for _ in range(n_leads):
+        if offset >= len(data) - CRC.size:
+            raise FrameError("frame ends inside its lead names")
         length = data[offset]
         name = data[offset + 1:offset + 1 + length]
         if length == 0 or not name.isascii() or len(name) != length:
@@ -101,4 +127,4 @@ def decode(data: bytes) -> Frame:
     samples = np.frombuffer(data, dtype="<i2", count=n_samples * n_leads, offset=offset)
     return Frame(uuid.UUID(bytes=stream), seq, first, fs_mhz / 1000, tuple(leads),
                  tuple(float(g) for g in gain), samples.reshape(n_samples, n_leads).astype(np.int16),
-                 end=bool(flags & FLAG_END))
+                 end=bool(flags & FLAG_END), baseline=tuple(int(b) for b in baseline))

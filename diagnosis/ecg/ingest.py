@@ -2,7 +2,7 @@
 
 The receiver acknowledges the highest contiguous sequence number, holds early frames until the
 gap before them is filled, drops duplicates, reports gaps, and refuses frames that would change
-the stream's sample rate, leads or gains, or that come from too far in the future.
+the stream's sample rate, leads, gains or baselines, or that come from too far in the future.
 """
 
 from __future__ import annotations
@@ -25,9 +25,24 @@ class StreamError(ValueError):
 
 @dataclass(frozen=True)
 class StreamFormat:
+    """What the stream's integers mean: mV = (sample - baseline) / gain, per lead."""
+
     fs: float
     leads: tuple[str, ...]
     gain: tuple[float, ...]
+    baseline: tuple[int, ...] = ()
+    """Empty: 0 for every lead."""
+
+    def __post_init__(self) -> None:
+        if not self.baseline:
+            object.__setattr__(self, "baseline", (0,) * len(self.leads))
+
+    def millivolts(self, samples: np.ndarray) -> np.ndarray:
+        """Stored integers (n, leads) in mV; the "no sample" marker is missing (NaN), as in a
+        file's record (as -164 mV it would be a plunge for the analysis to take for a beat)."""
+        values = (samples - np.asarray(self.baseline, dtype=np.float64)) \
+            / np.asarray(self.gain, dtype=np.float64)
+        return np.where(samples == MISSING_SAMPLE, np.nan, values)
 
 
 @dataclass
@@ -80,11 +95,11 @@ class StreamReceiver:
         return gaps
 
     def _check_format(self, frame: Frame) -> None:
-        fmt = StreamFormat(frame.fs, frame.leads, frame.gain)
+        fmt = StreamFormat(frame.fs, frame.leads, frame.gain, frame.baseline)
         if self.format is None:
             self.format = fmt
         elif fmt != self.format:
-            changed = [name for name in ("fs", "leads", "gain")
+            changed = [name for name in ("fs", "leads", "gain", "baseline")
                        if getattr(fmt, name) != getattr(self.format, name)]
             raise StreamError("format_changed", f"frame {frame.seq} changes the stream's "
                               f"{', '.join(changed)}; start a new stream for a new set-up")

@@ -30,12 +30,7 @@ class LiveAnalysis:
     def __init__(self, fmt: StreamFormat, sex: str | None, age: float | None) -> None:
         self.leads = fmt.leads
         self.analyzer = StreamAnalyzer(fmt.fs, fmt.leads, sex, age)
-        self._per_unit = 1.0 / np.asarray(fmt.gain, dtype=np.float64)
-
-    def _millivolts(self, samples: np.ndarray) -> np.ndarray:
-        """Stored integers in mV; the "no sample" marker is missing (NaN), as in a file's
-        record, not a -164 mV plunge for the analysis to take for a beat."""
-        return np.where(samples == MISSING_SAMPLE, np.nan, samples * self._per_unit)
+        self.format = fmt
 
     @classmethod
     def resume(cls, fmt: StreamFormat, sex: str | None, age: float | None, path: Path,
@@ -43,7 +38,7 @@ class LiveAnalysis:
         """An analyzer that has seen the first `stored` samples of the stream's file."""
         live = cls(fmt, sex, age)
         if stored:
-            live.analyzer.push(live._millivolts(streams.read_samples(path, len(fmt.leads), 0,
+            live.analyzer.push(live.format.millivolts(streams.read_samples(path, len(fmt.leads), 0,
                                                                      stored)))
         return live
 
@@ -51,7 +46,7 @@ class LiveAnalysis:
         """Stored int16 samples in; the `analysis` message for followers, or None when
         nothing became final."""
         now = self.analyzer.current_rhythm
-        update = self.analyzer.push(self._millivolts(samples))
+        update = self.analyzer.push(self.format.millivolts(samples))
         if not (update.beats or update.rhythms or update.alerts or update.st or update.quality
                 or self.analyzer.current_rhythm != now):
             return None
@@ -92,6 +87,6 @@ def report_for(fmt: StreamFormat, sex: str | None, age: float | None, path: Path
     """The analysis of everything stored, as `telemed ecg analyze --json` prints it."""
     digital = streams.read_samples(path, len(fmt.leads), 0, stored)
     record = EcgRecord.from_digital(digital, fmt.fs, fmt.leads, np.asarray(fmt.gain),
-                                    np.zeros(len(fmt.leads)), digital == MISSING_SAMPLE,
+                                    np.asarray(fmt.baseline), digital == MISSING_SAMPLE,
                                     sex=sex, age=age)
     return analyze(record).as_json()

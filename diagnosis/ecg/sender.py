@@ -25,39 +25,45 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Recording:
-    """What is sent: int16 samples as stored, with their meaning (mV = sample / gain)."""
+    """What is sent: int16 samples as stored, with their meaning (mV = (sample - baseline) /
+    gain)."""
     samples: np.ndarray
     fs: float
     leads: tuple[str, ...]
     gain: tuple[float, ...]
+    baseline: tuple[int, ...] = ()
+    """Empty: 0 for every lead."""
     requantised: tuple[str, ...] = ()
     """One line per lead whose stored integers could not be sent exactly, saying why."""
 
     @classmethod
     def from_record(cls, record: EcgRecord) -> Recording:
-        """The record's samples as the frames carry them: int16 with mV = sample / gain, and
-        -32768 where a sample holds no value.
+        """The record's samples as the frames carry them: int16 with their gain and baseline,
+        and -32768 where a sample holds no value.
 
-        A lead goes out as stored when its baseline is 0 and its values fit; with a non-zero
-        integer baseline it goes out shifted by it (mV stay exact: MIT-BIH stores 0 mV as 1024).
-        Only a lead whose shifted values do not fit 16 bits, or whose baseline is fractional,
-        is requantised: divided by the smallest whole factor that fits (the gain with it) and
-        rounded; `requantised` says which leads and by how much.
+        A lead goes out as stored, with its baseline, when its values fit 16 bits (every 16-bit
+        or 12-bit format); wider values go out less their baseline when that fits. Only a lead
+        that fits neither way, or whose baseline is not a whole number of steps (some DICOM
+        and aECG files), is requantised: divided by the smallest whole factor that fits (the
+        gain with it) and rounded; `requantised` says which leads and by how much.
         """
         if record.digital is None:
             raise ValueError("the record has no stored integer samples to send")
         missing = np.isnan(record.signal)
-        columns, gains, notes = [], [], []
+        columns, gains, baselines, notes = [], [], [], []
         for ch, lead in enumerate(record.leads):
-            column, gain, note = _lead_samples(record.digital[:, ch], missing[:, ch],
-                                               float(record.gain[ch]), float(record.baseline[ch]))
+            column, gain, baseline, note = _lead_samples(
+                record.digital[:, ch], missing[:, ch], float(record.gain[ch]),
+                float(record.baseline[ch]))
             columns.append(column)
             gains.append(gain)
+            baselines.append(baseline)
             if note:
                 notes.append(f"{lead}: {note}")
         samples = (np.column_stack(columns) if columns
                    else np.zeros((record.n_samples, 0), np.int16))
-        return cls(samples, record.fs, record.leads, tuple(gains), tuple(notes))
+        return cls(samples, record.fs, record.leads, tuple(gains), tuple(baselines),
+                   tuple(notes))
 
 
 @dataclass
@@ -79,36 +85,46 @@ def load_recording(path: str | Path) -> Recording:
     return recording
 
 
-def _lead_samples(digital: np.ndarray, missing: np.ndarray, gain: float,
-                  baseline: float) -> tuple[np.ndarray, float, str | None]:
-    """One lead's int16 samples, their gain, and why they are not exact (None if they are)."""
+def _lead_samples(digital: np.ndarray, missing: np.ndarray, gain: float, baseline: float
+                  ) -> tuple[np.ndarray, float, int, str | None]:
+    """One lead's int16 samples, their gain and baseline, and why they are not exact (None if
+    they are)."""
     present = digital[~missing].astype(np.int64)
     lowest, highest = MISSING_SAMPLE + 1, 32767
-    if baseline == round(baseline):
+
+    def column_of(values: np.ndarray) -> np.ndarray:
+        column = np.full(digital.shape, MISSING_SAMPLE, np.int16)
+        column[~missing] = values
+        return column
+
+    def fits(values: np.ndarray) -> bool:
+        return not values.size or (values.min() >= lowest and values.max() <= highest)
+
+    if baseline == round(baseline) and -2**31 <= baseline < 2**31:
+        if fits(present):
+            return column_of(present), gain, int(baseline), None
         shifted = present - int(baseline)
-        if not shifted.size or (shifted.min() >= lowest and shifted.max() <= highest):
-            column = np.full(digital.shape, MISSING_SAMPLE, np.int16)
-            column[~missing] = shifted
-            return column, gain, None
-        why = (f"stored values {present.min()}..{present.max()} less the baseline "
-               f"{baseline:g} span {shifted.min()}..{shifted.max()}, beyond 16 bits")
+        if fits(shifted):
+            return column_of(shifted), gain, 0, None
+        why = (f"stored values {present.min()}..{present.max()}, less the baseline "
+               f"{baseline:g} {shifted.min()}..{shifted.max()}, are beyond 16 bits")
     else:
-        why = f"the baseline {baseline!r} is not a whole number of steps"
+        why = f"the baseline {baseline!r} is not a whole number of steps within 32 bits"
     values = present - baseline
     factor = max(1, math.ceil(np.abs(values).max(initial=0.0) / highest))
-    column = np.full(digital.shape, MISSING_SAMPLE, np.int16)
-    column[~missing] = np.rint(values / factor)
     sent_gain = gain / factor
     error_uv = 500.0 / sent_gain
-    return column, sent_gain, (f"{why}; requantised to gain {sent_gain:.6g}/mV "
-                               f"(1/{factor} of {gain:.6g}), error at most {error_uv:.2g} uV")
+    return column_of(np.rint(values / factor)), sent_gain, 0, (
+        f"{why}; requantised to gain {sent_gain:.6g}/mV (1/{factor} of {gain:.6g}), "
+        f"error at most {error_uv:.2g} uV")
 
 
 def split(recording: Recording, stream_id: uuid.UUID, frame_seconds: float) -> list[Frame]:
     per_frame = max(1, round(recording.fs * frame_seconds))
     starts = range(0, max(1, len(recording.samples)), per_frame)
     return [Frame(stream_id, seq, start, recording.fs, recording.leads, recording.gain,
-                  recording.samples[start:start + per_frame], end=seq == len(starts) - 1)
+                  recording.samples[start:start + per_frame], end=seq == len(starts) - 1,
+                  baseline=recording.baseline)
             for seq, start in enumerate(starts)]
 
 

@@ -42,7 +42,8 @@ class StreamInfo:
         fmt = None
         if row["fs"] is not None:
             fmt = StreamFormat(row["fs"], tuple(json.loads(row["leads"])),
-                               tuple(json.loads(row["gain"])))
+                               tuple(json.loads(row["gain"])),
+                               tuple(json.loads(row["baseline"] or "[]")))
         return cls(row["id"], row["patient_id"], row["consult_id"], fmt, row["next_seq"],
                    row["samples"], row["state"])
 
@@ -51,6 +52,7 @@ class StreamInfo:
                 "fs": self.format.fs if self.format else None,
                 "leads": list(self.format.leads) if self.format else [],
                 "gain": list(self.format.gain) if self.format else [],
+                "baseline": list(self.format.baseline) if self.format else [],
                 "acknowledged_seq": self.next_seq - 1, "samples": self.samples, "state": self.state}
 
 
@@ -98,6 +100,7 @@ def record_progress(conn: sqlite3.Connection, stream_id: str, fmt: StreamFormat,
                     samples: int, complete: bool) -> None:
     update(conn, "ecg_streams", stream_id, {
         "fs": fmt.fs, "leads": json.dumps(list(fmt.leads)), "gain": json.dumps(list(fmt.gain)),
+        "baseline": json.dumps(list(fmt.baseline)),
         "next_seq": next_seq, "samples": samples, "state": "complete" if complete else "open",
         "updated_at": now_iso()})
 

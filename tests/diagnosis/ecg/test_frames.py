@@ -83,3 +83,34 @@ def test_bad_gain_and_lead_names():
         decode(encode(frame(leads=("I", "I", "V2"))))
     with pytest.raises(FrameError, match="shaped"):
         encode(frame(leads=("I",), gain=(1.0,)))
+
+
+def test_baselines_and_exact_gains_survive():
+    """Version 2 carries each lead's baseline and its gain as a double: CPSC 2021 stores
+    0 mV at -199006 with 38777.46675997201 units per mV, neither of which version 1 could say."""
+    original = frame(leads=("I", "II"), gain=(38777.46675997201, 47660.88631984586),
+                     baseline=(-199006, -230655), samples=np.array([[-8918, 24065], [0, -1]],
+                                                                   dtype=np.int16))
+    decoded = decode(encode(original))
+    assert decoded.gain == original.gain and decoded.baseline == (-199006, -230655)
+    assert frame().baseline == (0, 0, 0) and decode(encode(frame())).baseline == (0, 0, 0)
+
+
+def test_version_1_frames_are_still_read():
+    decoded = decode(_with_header(version=1))
+    assert (decoded.gain, decoded.baseline, decoded.samples.tolist()) == ((200.0,), (0,), [[5]])
+
+
+@pytest.mark.parametrize("cut,needle", [(HEADER.size + 4, "shorter than its gains"),
+                                        (HEADER.size + 3 * 12, "inside its lead names")])
+def test_frames_cut_inside_their_descriptions(cut, needle):
+    body = encode(frame())[:cut]
+    with pytest.raises(FrameError, match=needle):
+        decode(body + CRC.pack(zlib.crc32(body)))
+
+
+def test_baselines_must_fit():
+    with pytest.raises(FrameError, match="32 bits"):
+        encode(frame(baseline=(0, 2**31, 0)))
+    with pytest.raises(FrameError, match="one baseline per lead"):
+        encode(frame(baseline=(0, 0)))

@@ -67,7 +67,8 @@ def test_far_future_frame_is_refused_without_harm():
     assert r.accept(frame(1)).ack == 1
 
 
-@pytest.mark.parametrize("change", [{"fs": 500.0}, {"leads": ("V1",)}, {"gain": (100.0,)}])
+@pytest.mark.parametrize("change", [{"fs": 500.0}, {"leads": ("V1",)}, {"gain": (100.0,)},
+                                    {"baseline": (1024,)}])
 def test_format_change_mid_stream_is_refused_and_stream_kept(change):
     r = receiver()
     r.accept(frame(0))
