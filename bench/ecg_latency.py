@@ -8,7 +8,8 @@ it on `/ecg/follow/{id}`. Three recordings, each with one alert:
 
   STEMI     CinC 2021 HR06000 (12 leads, 500 Hz) with an injury current that brings the ST
             elevation of II, III and aVF to 0.13 mV (as tests/diagnosis/ecg/test_st.py does)
-  VT        CPSC 2021 data_8_2 (2 leads, 200 Hz), a real ventricular run at 111.6 s
+  VT        MIT-BIH 100 (2 leads, 360 Hz): its last beat before 60 s, then 8 copies at 150 bpm
+            of its one ventricular complex (diagnosis/ecg/ventricular_run.py), then its rhythm
   ASYSTOLE  MIT-BIH 100 (2 leads, 360 Hz): 30 s, then 8 s of baseline with electrode noise and
             no beat, then its rhythm again (as tests/diagnosis/ecg/test_live_alerts.py does)
 
@@ -46,13 +47,18 @@ import numpy as np
 
 from diagnosis.ecg.analysis import StreamAnalyzer, analyze
 from diagnosis.ecg.formats import read_record
-from diagnosis.ecg.frames import Frame, encode
+from diagnosis.ecg.frames import encode
+from diagnosis.ecg.ingest import StreamFormat
 from diagnosis.ecg.injury import with_injury
-from diagnosis.ecg.sender import Recording
+from diagnosis.ecg.sender import Recording, split
+from diagnosis.ecg.qrs import detect_qrs
+from diagnosis.ecg.ventricular_run import with_ventricular_run
 
 FRAME_S = 0.25
 LEAD_IN_S = 8.0
 PATIENT = "DEMO-0001"
+VENTRICULAR_BEAT = 546792
+"""The R peak of MIT-BIH 100's one ventricular beat (its .atr annotation)."""
 
 
 class LatencyError(RuntimeError):
@@ -78,9 +84,13 @@ def cases(data: Path) -> list[Case]:
     gain = np.asarray(record.gain, dtype=np.float64)
     stemi = Recording(np.rint(injured * gain).astype(np.int16), record.fs, record.leads,
                       tuple(gain.tolist()))
-    vt = Recording.from_record(read_record(data / "cpsc2021" / "data_8_2.hea"))
-    mitdb = Recording.from_record(read_record(data / "mitdb" / "100.hea"))
+    mitdb_record = read_record(data / "mitdb" / "100.hea")
+    mitdb = Recording.from_record(mitdb_record)
     fs = mitdb.fs
+    last_beat = int(detect_qrs(mitdb_record.signal[:int(60 * fs)], fs)[-1])
+    run = with_ventricular_run(mitdb_record.signal, fs, VENTRICULAR_BEAT, last_beat, 8, 150)
+    vt = Recording(np.rint(run[:int(fs * 80)] * mitdb_record.gain).astype(np.int16), fs,
+                   mitdb.leads, tuple(mitdb_record.gain.tolist()))
     head = mitdb.samples[:int(fs * 40)]
     noise = np.random.default_rng(7).normal(0, 2, (int(fs * 8), head.shape[1]))
     flat = (np.median(head, axis=0) + noise).astype(np.int16)
@@ -94,7 +104,7 @@ def settling_frame(case: Case) -> int:
     runs (fed the frames' samples in mV)."""
     rec = case.recording
     analyzer = StreamAnalyzer(rec.fs, rec.leads)
-    millivolts = rec.samples * (1.0 / np.asarray(rec.gain, dtype=np.float64))
+    millivolts = StreamFormat(rec.fs, rec.leads, rec.gain, rec.baseline).millivolts(rec.samples)
     for seq, start in enumerate(range(0, len(millivolts), case.frame)):
         alerts = analyzer.push(millivolts[start:start + case.frame]).alerts
         if any(a.kind == case.kind for a in alerts):
@@ -202,6 +212,7 @@ async def run_once(session: aiohttp.ClientSession, base: str, sender: str, exper
     created = await _call(session, "POST", f"{base}/api/ecg/streams", sender,
                           patient_id=PATIENT, consult_id=consult)
     stream = uuid.UUID(created["id"])
+    frames = split(rec, stream, FRAME_S)
     follower = await session.ws_connect(f"{base}/ecg/follow/{stream}")
     await follower.send_json({"type": "follow", "token": expert, "seconds": 0})
     for _ in range(2):  # the stream's state, then its (empty) backlog
@@ -229,8 +240,7 @@ async def run_once(session: aiohttp.ClientSession, base: str, sender: str, exper
                 started = started if started is not None else time.perf_counter()
                 due = started + (seq - real_time_from + 1) * FRAME_S
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            data = encode(Frame(stream, seq, seq * frame, rec.fs, rec.leads, rec.gain,
-                                rec.samples[seq * frame:(seq + 1) * frame]))
+            data = encode(frames[seq])
             sent[seq] = time.perf_counter()
             await ingest.send_bytes(data)
             if seq < real_time_from:

@@ -57,13 +57,14 @@ def test_record_100(labelled) -> None:
 
 def test_ventricular_beats_over_all_records(labelled) -> None:
     """What the labeller achieves today over the 17 annotated V beats (MIT-BIH 100 and 800,
-    CPSC 2021 data_8_2 and data_8_3): 14 found; but 96 of the 5,894 other beats, nearly all in
-    the noisy CPSC 2021 records (71 in data_8_2/8_3 alone), are called V: V +P is about 13 %."""
+    CPSC 2021 data_8_2 and data_8_3): 15 found; but 77 of the 5,894 other beats, nearly all in
+    the noisy CPSC 2021 records (52 in data_8_2/8_3 alone), are called V: V +P is about 16 %.
+    (Before premature beats had to be wider than the template: 14 found, 96 false.)"""
     total = sum(labelled.values())
     assert total[1].sum() == 17
-    assert total[1, 1] >= 14
-    assert total[0, 1] / total[0].sum() <= 0.02
-    assert labelled["mitdb/800"][1, 1] >= 4
+    assert total[1, 1] >= 15
+    assert total[0, 1] <= 77
+    assert labelled["mitdb/800"][1, 1] >= 5
 
 
 def beat(fs: float, width_s: float, height: float, n_leads: int = 2) -> np.ndarray:

@@ -90,15 +90,16 @@ def test_af_episodes_are_whole_and_in_order(cpsc) -> None:
 
 
 def test_ventricular_runs_on_cpsc2021(cpsc) -> None:
-    """What the weak beat labeller (V +P ~13 %) gives today: in the noisy AF of data_8_2 and
+    """What the weak beat labeller (V +P ~16 %) gives today: in the noisy AF of data_8_2 and
     data_8_3 and the flutter of data_35_4 it calls runs of normal beats ventricular. None of
-    the 8 runs is real (the references hold only isolated V beats); one is over 100 bpm and
-    raises a VT alert. Held here so that it can only get better."""
+    these runs is real (the references hold only isolated V beats), none is over 100 bpm, so
+    no VT alert (there were 8 runs and a false VT alert on data_8_2 before premature beats had
+    to be wider than the template). Held here so that it can only get better."""
     runs = {name: [e for e in report.rhythms if e.label in (rhythm.VT, rhythm.VRUN)]
             for name, (_, report) in cpsc.items()}
-    assert sum(len(r) for r in runs.values()) <= 8
+    assert sum(len(r) for r in runs.values()) <= 5
     alerts = [(name, a) for name, (_, report) in cpsc.items() for a in report.alerts]
-    assert [(name, a.kind) for name, a in alerts] == [("data_8_2", "VT")]
+    assert alerts == []
 
 
 # ---- features ----
