@@ -30,13 +30,17 @@ class Conflict(RuntimeError):
 
 
 def migrations() -> list[tuple[int, str]]:
-    """Numbered SQL files shipped in telemed/migrations, in order."""
+    """Numbered SQL files shipped in telemed/migrations, in order. Two files with one number
+    would leave all but one unapplied (the database remembers only the number): refused."""
     folder = resources.files("telemed") / "migrations"
     found = []
     for entry in folder.iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:3].isdigit():
             found.append((int(name[:3]), entry.read_text(encoding="utf-8")))
+    numbers = [number for number, _ in found]
+    if len(set(numbers)) != len(numbers):
+        raise DatabaseError(f"two migrations share a number: {sorted(numbers)}")
     return sorted(found)
 
 

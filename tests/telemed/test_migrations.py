@@ -36,3 +36,9 @@ def test_failed_migration_rolls_back(tmp_path, monkeypatch):
         migrate(conn)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == latest
     assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
+
+
+def test_shipped_migrations_are_numbered_one_by_one():
+    """Each number once, none skipped: a second file with a number already used was never
+    applied to databases past it (006_lossy_imaging and an ECG migration both once said 006)."""
+    assert [number for number, _ in migrations()] == list(range(1, len(migrations()) + 1))
