@@ -386,36 +386,39 @@ class StreamAnalyzer:
         lo = int(peaks[0]) - self._pre
         hi = int(peaks[-1]) + self._post
         data = buffer.window(lo, hi)
-        index = (peaks - lo)[:, None] + self._window_offsets
-        if len(data) == hi - lo:
-            return data[index]
-        first = max(buffer.start, lo, 0)
-        padded = np.full((hi - lo, data.shape[1]), np.nan)
-        padded[first - lo:first - lo + len(data)] = data
-        return padded[index]
+        if len(data) != hi - lo:
+            first = max(buffer.start, lo, 0)
+            padded = np.full((hi - lo, data.shape[1]), np.nan)
+            padded[first - lo:first - lo + len(data)] = data
+            data = padded
+        if len(peaks) == 1:     # the samples themselves: a view (the buffer never rewrites them)
+            return data[None]
+        return data[(peaks - lo)[:, None] + self._window_offsets]
 
     def _measure_st(self, peaks: np.ndarray, labels: list[str], clean: np.ndarray,
                     raw: np.ndarray, update: Update, at_end: bool) -> None:
         """Queue the normal beats; measure them `ST_BATCH` at a time (the same values, a few
         beats later, for a fraction of the per-call cost)."""
-        normal = np.array([label == "N" for label in labels], dtype=bool)
-        if normal.any():
-            self._st_queue.append((peaks[normal], clean[normal], raw[normal]))
-            self._st_queued += int(normal.sum())
+        normal = [i for i, label in enumerate(labels) if label == "N"]
+        if normal:
+            if len(normal) == len(labels):
+                self._st_queue.append((peaks, clean, raw))
+            else:
+                self._st_queue.append((peaks[normal], clean[normal], raw[normal]))
+            self._st_queued += len(normal)
         if not self._st_queue or (self._st_queued < self.ST_BATCH and not at_end):
             return
-        peaks = np.concatenate([q[0] for q in self._st_queue])
-        clean = np.concatenate([q[1] for q in self._st_queue])
-        raw = np.concatenate([q[2] for q in self._st_queue])
+        peaks, clean, raw = self._st_queue[0] if len(self._st_queue) == 1 else (
+            np.concatenate(parts) for parts in zip(*self._st_queue))
         self._st_queue, self._st_queued = [], 0
         onset, j_point = st_mod.fiducials(clean, self._pre, self.fs, self.conf.st)
         at_j, later = st_mod.st_levels(raw, onset, j_point, self.fs, self.conf.st)
-        medians = self._st.add(np.hstack([later, np.minimum(at_j, later)]))
+        medians = self._st.add(np.concatenate([later, np.minimum(at_j, later)], axis=1))
         n = len(self.leads)
-        deviation, elevation = medians[:, :n], medians[:, n:]
         for k, sample in enumerate(peaks.tolist()):
-            update.st.append(StValue(sample, deviation[k], elevation[k]))
-            leads = st_mod.stemi_leads(elevation[k], self.leads, self._cut_points)
+            elevation = medians[k, n:]
+            update.st.append(StValue(sample, medians[k, :n], elevation))
+            leads = st_mod.stemi_leads(elevation, self.leads, self._cut_points)
             if leads and not self._stemi:
                 update.alerts.append(Alert("STEMI", sample, tuple(leads)))
             self._stemi = bool(leads)

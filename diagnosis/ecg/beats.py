@@ -64,8 +64,8 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two equally shaped windows, all leads together; NaN if flat."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    a = a.ravel() - a.mean()
-    b = b.ravel() - b.mean()
+    a = a.ravel() - np.add.reduce(a, axis=None) / a.size   # the means, without np.mean's
+    b = b.ravel() - np.add.reduce(b, axis=None) / b.size   # overhead
     norm = np.sqrt(np.dot(a, a) * np.dot(b, b))
     return float(np.dot(a, b) / norm) if norm > 0 else float("nan")
 
@@ -102,7 +102,8 @@ class BeatLabeler:
         self.before = int(round(BEFORE_S * fs))
         self.after = int(round(AFTER_S * fs))
         self._template: np.ndarray | None = None
-        self._template_width = float("nan")
+        self._template_width: float | None = None
+        """QRS width of the template, None until asked for after the template changed."""
         self._last_ventricular: np.ndarray | None = None
 
     @property
@@ -110,12 +111,22 @@ class BeatLabeler:
         return self.before + self.after
 
     def features(self, window: np.ndarray, rr_s: float, median_rr_s: float) -> BeatFeatures:
-        width = qrs_width_s(window, self.fs)
+        return self._features(window, self._correlation(window), rr_s, median_rr_s)
+
+    def _correlation(self, window: np.ndarray) -> float | None:
+        """With the template; None while there is none of the window's shape."""
         if self._template is None or window.shape != self._template.shape:
+            return None
+        return correlation(window, self._template)
+
+    def _features(self, window: np.ndarray, corr: float | None, rr_s: float,
+                  median_rr_s: float) -> BeatFeatures:
+        width = qrs_width_s(window, self.fs)
+        if corr is None:
             corr, ratio = float("nan"), float("nan")
         else:
-            corr = correlation(window, self._template)
-            ratio = width / self._template_width if self._template_width > 0 else float("nan")
+            template_width = self._width_of_template()
+            ratio = width / template_width if template_width > 0 else float("nan")
         prematurity = rr_s / median_rr_s if median_rr_s > 0 else float("nan")
         return BeatFeatures(width, corr, ratio, prematurity)
 
@@ -132,16 +143,20 @@ class BeatLabeler:
         if not np.isfinite(window).all():
             return "Q"
         window = detrend(window)
-        f = self.features(window, rr_s, median_rr_s)
         c = self.conf
-        differs = f.correlation < c.min_correlation
-        wide = f.width_ratio > c.wide_ratio and f.width_s >= c.wide_s
-        early = (f.prematurity < c.early and f.correlation < 0.5
-                 and f.width_ratio > c.early_wide_ratio)
-        label = "V" if differs and (wide or early or self._like_last_ventricular(window)) \
-            else "N"
+        corr = self._correlation(window)
+        if corr is not None and corr >= c.min_correlation:
+            label = "N"     # shaped like the template: normal, whatever its width and timing
+        else:
+            f = self._features(window, corr, rr_s, median_rr_s)
+            differs = f.correlation < c.min_correlation
+            wide = f.width_ratio > c.wide_ratio and f.width_s >= c.wide_s
+            early = (f.prematurity < c.early and f.correlation < 0.5
+                     and f.width_ratio > c.early_wide_ratio)
+            label = "V" if differs and (wide or early or self._like_last_ventricular(window)) \
+                else "N"
         if label == "N" and len(window) == self.window_length:
-            self._learn(window, f.width_s)
+            self._learn(window)
         if label == "V":
             self._last_ventricular = window
         return label
@@ -151,10 +166,15 @@ class BeatLabeler:
         return (last is not None and last.shape == window.shape
                 and correlation(window, last) >= self.conf.same_as_ventricular)
 
-    def _learn(self, window: np.ndarray, width_s: float) -> None:
+    def _learn(self, window: np.ndarray) -> None:
         if self._template is None or self._template.shape != window.shape:
             self._template = window.copy()
-            self._template_width = width_s
-            return
-        self._template += TEMPLATE_WEIGHT * (window - self._template)
-        self._template_width = qrs_width_s(self._template, self.fs)
+        else:
+            self._template += TEMPLATE_WEIGHT * (window - self._template)
+        self._template_width = None
+
+    def _width_of_template(self) -> float:
+        """Measured when a beat that differs from the template needs it, not at every update."""
+        if self._template_width is None:
+            self._template_width = qrs_width_s(self._template, self.fs)
+        return self._template_width

@@ -113,7 +113,7 @@ class StreamingFilter:
             return chunk
         # One sum tells a complete chunk (the common case) from one with a gap, cheaper than a
         # test per sample; a sum that overflows merely takes the long way.
-        if not math.isfinite(chunk.sum()):
+        if not math.isfinite(np.add.reduce(chunk, axis=None)):
             bad = ~np.isfinite(chunk)
             # Index of the latest finite sample at or before each position (-1: none in this chunk,
             # take the held value), then one gather: no per-sample loop.

@@ -288,10 +288,12 @@ class QrsDetector:
         clean = self._clean_filter.process(chunk)
         band = self._band_filter.process(clean)
         energy = np.einsum("ij,ij->i", band, band)
-        envelope = np.sqrt(np.maximum(self._moving_average(energy), 0.0))
+        envelope = np.empty((len(energy), 2))   # the envelope and, beside it, the slope
+        np.sqrt(np.maximum(self._moving_average(energy), 0.0), out=envelope[:, 0])
+        np.sqrt(energy, out=envelope[:, 1])
         self.clean.append(clean)
         self._band.append(band)
-        self._envelope.append(np.column_stack([envelope, np.sqrt(energy)]))
+        self._envelope.append(envelope)
         self._scan(self._envelope.end - self._radius, at_end=False)
         return self._decide(self._envelope.end - self._radius, at_end=False)
 
@@ -309,16 +311,16 @@ class QrsDetector:
         """Mean of the last `width` energies (zeros before the stream), the same bits however
         the stream is chunked.
 
-        A running sum carried sequentially (`np.cumsum` adds strictly in order from the carried
-        total) differenced `width` apart: an FIR filter over chunks (lfilter with zi) adds the
-        previous chunk's partial sums in another order and differs in the last bit, enough to
-        flip a comparison of two equal-looking envelope samples.
+        A running sum carried sequentially (`np.add.accumulate`, np.cumsum's loop, adds in order
+        from the carried total) differenced `width` apart: an FIR filter over chunks (lfilter
+        with zi) adds the previous chunk's partial sums in another order and differs in the last
+        bit, enough to flip a comparison of two equal-looking envelope samples.
         """
         width = self._width
         history = np.empty(width + len(energy))
         history[:width] = self._running_sum
         history[width:] = energy
-        np.cumsum(history[width - 1:], out=history[width - 1:])
+        np.add.accumulate(history[width - 1:], out=history[width - 1:])
         self._running_sum = history[-width:]
         return (history[width:] - history[:-width]) / width
 
@@ -345,7 +347,7 @@ class QrsDetector:
         stop = min(offset + until - self._scanned, len(envelope))
         first, inner = max(offset, 1), min(stop, len(envelope) - 1)
         rises_to, rises_after = rising[first - 1:inner - 1], rising[first:inner]
-        local = (np.flatnonzero(rises_to > rises_after) + first).tolist()  # rises to, not after
+        local = ((rises_to > rises_after).nonzero()[0] + first).tolist()  # rises to, not after
         if offset == 0 and (len(envelope) < 2 or not rising[0]):
             local.insert(0, 0)          # the stream's first sample: nothing before it
         if stop == len(envelope) > first and rising[-1]:
@@ -437,17 +439,17 @@ class QrsDetector:
     def _refine_all(self, peaks: list[tuple[int, int]]) -> np.ndarray:
         """Move each envelope peak to the R extremum of its timing lead's clean signal (the
         first lead, unless that carries no ECG; chosen when the beat was accepted)."""
-        refined = np.empty(len(peaks), dtype=np.int64)
-        for i, (peak, lead) in enumerate(peaks):
+        refined = []
+        for peak, lead in peaks:
             centre = peak - self._envelope_delay
             start = max(centre - self._refine, 0)
             window = self.clean.window(start, centre + self._refine + 1)[:, lead]
             if not len(window):
-                refined[i] = max(centre, 0)
+                refined.append(max(centre, 0))
                 continue
             deviation = np.abs(window - median(window))
-            refined[i] = start + int(np.argmax(deviation))
-        return refined
+            refined.append(start + int(np.argmax(deviation)))
+        return np.array(refined, dtype=np.int64)
 
 
 def detect_qrs(signal: np.ndarray, fs: float,

@@ -89,15 +89,21 @@ def _runs_at_least(mask: np.ndarray, run: int) -> np.ndarray:
     """Along the last axis: True where a sample lies in a run of >= `run` True values."""
     if run <= 1:
         return mask.copy()
-    pad = [(0, 0)] * (mask.ndim - 1) + [(1, 0)]
-    counts = np.cumsum(np.pad(mask, pad).astype(np.int32), axis=-1)
+    counts = _counts_before(mask)
     full = (counts[..., run:] - counts[..., :-run]) == run   # window [t, t + run) all True
     # A sample is covered if some full window starts in (t - run, t].
-    starts = np.cumsum(np.pad(full, pad).astype(np.int32), axis=-1)
+    starts = _counts_before(full)
     t = np.arange(mask.shape[-1])
     hi = np.minimum(t + 1, full.shape[-1])
-    lo = np.clip(t - run + 1, 0, full.shape[-1])
+    lo = np.minimum(np.maximum(t - run + 1, 0), full.shape[-1])
     return (starts[..., hi] - starts[..., lo]) > 0
+
+
+def _counts_before(mask: np.ndarray) -> np.ndarray:
+    """Along the last axis, entry k: how many of the first k values are True (0 .. n)."""
+    counts = np.zeros(mask.shape[:-1] + (mask.shape[-1] + 1,), dtype=np.int32)
+    np.add.accumulate(mask, axis=-1, dtype=np.int32, out=counts[..., 1:])
+    return counts
 
 
 def _saturated_share(x: np.ndarray, at_high: np.ndarray, at_low: np.ndarray, high: np.ndarray,
@@ -164,12 +170,14 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
     lead_off = _off(missing, span, conf)
 
     # Saturation. Samples in runs at an extreme are among the samples at it: only leads with
-    # `run` of those can be saturated, and only they are looked at closer.
+    # `run` of those can be saturated, and only they are looked at closer (not a lead that is
+    # off: its verdict is LEAD_OFF and SQI 0 whatever else is found).
     run = max(int(round(conf.rail_run_s * fs)), 3)
     at_high, at_low = x == high[..., None], x == low[..., None]
-    maybe = (at_high.sum(axis=-1) >= run) | (at_low.sum(axis=-1) >= run)
+    maybe = ~lead_off & ((at_high.sum(axis=-1) >= run) | (at_low.sum(axis=-1) >= run))
     saturated_share = np.zeros((n_blocks, n_leads))
-    if maybe.any():
+    railed = bool(maybe.any())
+    if railed:
         saturated_share[maybe] = _saturated_share(x[maybe], at_high[maybe], at_low[maybe],
                                                   high[maybe], low[maybe], span[maybe], median,
                                                   run, conf)
@@ -177,7 +185,9 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
     # High-frequency noise: robust SD of the second difference, scaled to the signal's SD
     # for white noise (a second difference has sqrt(6) times its SD); every other second
     # difference is enough for a median and halves its cost.
-    second = np.abs(x[..., 2::2] - 2 * x[..., 1:-1:2] + x[..., :-2:2])
+    second = x[..., 2::2] - 2 * x[..., 1:-1:2]
+    second += x[..., :-2:2]
+    np.abs(second, out=second)
     noise = (1.4826 / np.sqrt(6.0)) * median(second, axis=-1) if length > 2 \
         else np.zeros((n_blocks, n_leads))
     step = max(int(round(conf.wander_step_s * fs)), 1)
@@ -198,10 +208,15 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
 
     noise_score = _score(noise, *conf.noise_mv)
     wander_score = _score(wander, *conf.wander_mv)
-    saturation_score = _score(saturated_share, 0.0, 10 * conf.saturated_fraction)
-    sqi = np.where(lead_off, 0.0, noise_score * wander_score * saturation_score * (1 - missing))
-    problems = (SATURATED * (saturated_share >= conf.saturated_fraction)
-                | NOISE * (noise_score < 0.5) | WANDER * (wander_score < 0.5))
+    sqi = noise_score * wander_score
+    problems = NOISE * (noise_score < 0.5) | WANDER * (wander_score < 0.5)
+    # Nothing at a rail, nothing missing: those factors are exactly 1, not multiplied in.
+    if railed:
+        sqi = sqi * _score(saturated_share, 0.0, 10 * conf.saturated_fraction)
+        problems = problems | SATURATED * (saturated_share >= conf.saturated_fraction)
+    if not complete:
+        sqi = sqi * (1 - missing)
+    sqi = np.where(lead_off, 0.0, sqi)
     return sqi, np.where(lead_off, LEAD_OFF, problems).astype(np.int64, copy=False)
 
 
@@ -213,22 +228,31 @@ class QualityMonitor:
         self.n_leads = n_leads
         self.conf = conf or QualityConf()
         self.block = max(int(round(self.conf.block_s * fs)), 1)
-        self._pending = np.empty((0, n_leads))
+        self._pending = np.empty((self.block, n_leads))
+        """The block being filled, in place (no copy of what came before with every chunk)."""
+        self._held = 0
         self._start = 0
         """Absolute index of the first pending sample (always a block boundary)."""
 
     def push(self, chunk: np.ndarray) -> list[QualityBlock]:
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1, self.n_leads)
-        if len(self._pending) + len(chunk) < self.block:
-            self._pending = np.concatenate([self._pending, chunk])
+        first = self.block - self._held
+        self._pending[self._held:self._held + len(chunk)] = chunk[:first]
+        if len(chunk) < first:
+            self._held += len(chunk)
             return []
-        data = np.concatenate([self._pending, chunk]) if len(self._pending) else chunk
-        n_full = len(data) // self.block
-        self._pending = data[n_full * self.block:].copy()
-        return self._judge(data[:n_full * self.block].reshape(n_full, self.block, self.n_leads))
+        rest = chunk[first:]
+        n_more = len(rest) // self.block
+        blocks = self._pending[None] if not n_more else np.concatenate(
+            [self._pending, rest[:n_more * self.block]]).reshape(-1, self.block, self.n_leads)
+        judged = self._judge(blocks)
+        tail = rest[n_more * self.block:]
+        self._pending[:len(tail)] = tail
+        self._held = len(tail)
+        return judged
 
     def finish(self) -> list[QualityBlock]:
-        tail, self._pending = self._pending, np.empty((0, self.n_leads))
+        tail, self._held = self._pending[:self._held], 0
         if len(tail) < self.conf.min_block_fraction * self.block:
             self._start += len(tail)
             return []

@@ -38,9 +38,9 @@ judges with `gap_label`: PAUSE (> `pause_s`, 2.0 s, the usual Holter cut-off) an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from diagnosis.ecg.medians import median
 from diagnosis.ecg.qrs import SampleBuffer
@@ -107,11 +107,6 @@ R, which holds the P wave and PR segment of PR intervals up to ~200 ms."""
 # ---- features on arrays (each window is reduced on its own, so results do not depend on
 # ---- how many windows are computed at once) ----
 
-def _windows(values: np.ndarray, half: int) -> np.ndarray:
-    """Windows of 2*half+1 centred on each of `values[half:-half]`."""
-    return sliding_window_view(values, 2 * half + 1, axis=0)
-
-
 def successive_differences(rr: np.ndarray) -> np.ndarray:
     """|RR_i - RR_i-1| over their mean, per interval; the first gets the second's (0 if alone)."""
     rr = np.asarray(rr, dtype=np.float64)
@@ -153,9 +148,17 @@ def detrended(segments: np.ndarray) -> np.ndarray:
         x = np.where(nan, 0.0, x)
     if x.shape[1] < 2:
         return np.zeros_like(x)
-    t = np.linspace(-1.0, 1.0, x.shape[1])[None, :, None]
+    t, t_energy = _centred_ramp(x.shape[1])
     x = x - x.mean(axis=1, keepdims=True)
-    return x - t * ((x * t).sum(axis=1, keepdims=True) / (t * t).sum())
+    return x - t * ((x * t).sum(axis=1, keepdims=True) / t_energy)
+
+
+@lru_cache(maxsize=8)
+def _centred_ramp(length: int) -> tuple[np.ndarray, float]:
+    """-1 .. 1 over `length` samples, shaped to multiply (n, length, leads), and its energy."""
+    t = np.linspace(-1.0, 1.0, length)[None, :, None]
+    t.flags.writeable = False
+    return t, (t * t).sum()
 
 
 def coherence(window: np.ndarray) -> float:
@@ -242,8 +245,8 @@ class RhythmTracker:
         samples = np.asarray(samples, dtype=np.int64)
         if not len(samples):
             return episodes, alerts
-        previous = self._samples[-1:]
-        self._rr.extend(np.diff(np.concatenate([previous, samples])) / self.fs)
+        joined = np.concatenate([self._samples[-1:], samples])
+        self._rr.extend((joined[1:] - joined[:-1]) / self.fs)
         self._samples.extend(samples)
         self._raw_segments.append(np.asarray(segments, dtype=np.float64))
         for label in labels:
@@ -368,11 +371,8 @@ class RhythmTracker:
     def _edge_windows(log: _Log, start: int, stop: int, half: int) -> np.ndarray:
         """Windows of 2*half+1 entries centred on start..stop-1, the series' own first and
         last entries repeated beyond its ends."""
-        n = len(log)
-        index = np.clip(np.arange(start - half, stop + half), 0, n - 1)
-        lo = int(index[0])
-        values = log[lo:int(index[-1]) + 1][index - lo]
-        return _windows(values, half)
+        around = np.arange(start, stop)[:, None] + np.arange(-half, half + 1)
+        return log[:][np.minimum(np.maximum(around, 0), len(log) - 1)]
 
     def _settle_base(self, at_end: bool) -> list[Episode]:
         c = self.conf

@@ -31,7 +31,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from diagnosis.ecg.medians import nanmedian
+from diagnosis.ecg.medians import median, nanmedian
 from diagnosis.ecg.record import STANDARD_LEADS
 
 MM_PER_MV = 10.0
@@ -77,8 +77,11 @@ def stemi_leads(st_mv: np.ndarray, leads: tuple[str, ...], cut_points: np.ndarra
     in record order; empty when the criteria are not met or the record lacks a standard lead."""
     if not has_twelve_leads(leads):
         return []
-    with np.errstate(invalid="ignore"):
-        elevated = {lead for lead, value, cut in zip(leads, st_mv, cut_points) if value >= cut}
+    # Python floats: one comparison each, NaN compares False without a warning.
+    elevated = {lead for lead, value, cut in zip(leads, np.asarray(st_mv).tolist(),
+                                                 np.asarray(cut_points).tolist()) if value >= cut}
+    if len(elevated) < 2:
+        return []
     hit = {lead for pair in CONTIGUOUS if set(pair) <= elevated for lead in pair}
     return [lead for lead in leads if lead in hit]
 
@@ -193,23 +196,24 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
     x = np.where(nan, 0.0, clean) if nan.any() else clean
     search = _search(length, r_index, float(fs), conf)
     run = search.run
-    slope = np.abs(x[:, search.ahead] - x[:, search.behind]).sum(axis=2)  # (n_beats, searched)
-    peak = slope[:, search.qrs].max(axis=1, initial=0.0)
+    # The ufuncs' own reductions: numpy's wrappers cost more than these small arrays' sums.
+    slope = x[:, search.ahead] - x[:, search.behind]
+    slope = np.add.reduce(np.abs(slope, out=slope), axis=2)  # (n_beats, searched)
+    peak = np.maximum.reduce(slope[:, search.qrs], axis=1, initial=0.0)
     quiet = slope < conf.slope_fraction * peak[:, None]
     counts = np.zeros((n_beats, quiet.shape[1] + 1), dtype=np.int32)
-    np.cumsum(quiet, axis=1, out=counts[:, 1:])
+    np.add.accumulate(quiet, axis=1, dtype=np.int32, out=counts[:, 1:])
     # all_quiet[:, p]: slopes p .. p + run - 1 are all quiet.
     all_quiet = (counts[:, run:] - counts[:, :-run]) == run
-    # Onset: one past the end of the last quiet run that ends min_onset_s before R.
-    onset_ok = all_quiet & search.onset_allowed
-    onset = np.where(onset_ok.any(axis=1),
-                     np.max(np.where(onset_ok, search.ends, -1), axis=1),
-                     search.default_onset)
+    # Onset: one past the end of the last quiet run that ends min_onset_s before R (ends are
+    # positive: -1 is none).
+    latest = np.maximum.reduce(np.where(all_quiet & search.onset_allowed, search.ends, -1), axis=1)
+    onset = np.where(latest >= 0, latest, search.default_onset)
     # J point: the start of the first quiet run after R.
     j_ok = all_quiet & search.j_allowed
-    j_point = np.where(j_ok.any(axis=1), search.positions[np.argmax(j_ok, axis=1)],
-                       search.default_j)
-    return onset.astype(np.int64), j_point.astype(np.int64)
+    j_point = np.where(np.logical_or.reduce(j_ok, axis=1),
+                       search.positions[np.argmax(j_ok, axis=1)], search.default_j)
+    return onset.astype(np.int64, copy=False), j_point.astype(np.int64, copy=False)
 
 
 def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, fs: float,
@@ -221,17 +225,13 @@ def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, fs: float
     if not n_beats:
         return np.empty((0, n_leads)), np.empty((0, n_leads))
     width = _samples(conf.average_s, fs)
-    rows = np.arange(n_beats)[:, None]
-    steps = np.arange(width)[None, :]
-
-    def level(first: np.ndarray) -> np.ndarray:
-        index = np.minimum(np.maximum(first[:, None] + steps, 0), length - 1)
-        return raw[rows, index].sum(axis=1) / width      # the mean, without np.mean's overhead
-
-    baseline = level(onset - width)
-    at_j = level(j_point - width // 2) - baseline
-    later = level(j_point + _samples(conf.j_offset_s, fs) - width // 2) - baseline
-    return at_j, later
+    at_j = j_point - width // 2
+    # Where the three averages start, per beat: PR level, J, J + 60 ms; gathered in one go.
+    first = np.array([onset - width, at_j, at_j + _samples(conf.j_offset_s, fs)]).T
+    index = np.minimum(np.maximum(first[:, :, None] + np.arange(width), 0), length - 1)
+    levels = raw[np.arange(n_beats)[:, None, None], index].sum(axis=2) / width  # the means
+    baseline = levels[:, 0]
+    return levels[:, 1] - baseline, levels[:, 2] - baseline
 
 
 class StTracker:
@@ -239,22 +239,22 @@ class StTracker:
 
     def __init__(self, n_leads: int, conf: StConf = StConf()) -> None:
         self.conf = conf
-        self._recent = np.full((0, n_leads), np.nan)
+        self._recent = np.full((conf.history - 1, n_leads), np.nan)
+        """The last `history - 1` rows, NaN before the first beats."""
+        self._steps = np.arange(conf.history)[None, :]
 
     def add(self, st_rows: np.ndarray) -> np.ndarray:
         """Feed the next beats' ST rows in order; the median after each, NaN until `min_beats`
         beats have a value in a lead."""
         st_rows = np.asarray(st_rows, dtype=np.float64)
-        history = self.conf.history
-        stacked = np.vstack([self._recent, st_rows])
-        self._recent = stacked[-(history - 1):] if history > 1 else stacked[:0]
+        stacked = np.concatenate([self._recent, st_rows])
+        self._recent = stacked[len(st_rows):]
         if not len(st_rows):
             return np.empty((0, stacked.shape[1]))
-        offset = len(stacked) - len(st_rows)
-        # Windows of the last `history` rows ending at each new row (NaN-padded at the start).
-        padded = np.vstack([np.full((history - 1, stacked.shape[1]), np.nan), stacked])
-        index = (np.arange(len(st_rows)) + offset)[:, None] + np.arange(history)[None, :]
-        windows = padded[index]                                  # (new, history, leads)
-        enough = np.sum(np.isfinite(windows), axis=1) >= self.conf.min_beats
-        medians = nanmedian(windows, axis=1)
-        return np.where(enough, medians, np.nan)
+        # Windows of the last `history` rows ending at each new row.
+        windows = stacked[np.arange(len(st_rows))[:, None] + self._steps]  # (new, history, leads)
+        finite = np.isfinite(windows)
+        if finite.all():    # every window full: `history` beats, at least `min_beats`
+            return median(windows, axis=1)
+        enough = finite.sum(axis=1) >= self.conf.min_beats
+        return np.where(enough, nanmedian(windows, axis=1), np.nan)

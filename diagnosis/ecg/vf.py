@@ -65,10 +65,14 @@ def vf_windows(windows: np.ndarray, fs: float, conf: VfConf) -> np.ndarray:
     """Which band-passed windows look like VF."""
     if not len(windows):
         return np.zeros(0, dtype=bool)
-    low, high = conf.dominant_hz
-    dominant = dominant_hz(windows, fs, conf.band_hz)
-    return ((leakage(windows) < conf.leakage_max) & (dominant >= low) & (dominant <= high)
-            & (np.ptp(windows, axis=1) >= conf.min_peak_to_peak_mv))
+    vf = leakage(windows) < conf.leakage_max
+    if vf.any():    # the spectrum and amplitude of only the windows that pass the VF filter
+        low, high = conf.dominant_hz
+        passed = windows[vf]
+        dominant = dominant_hz(passed, fs, conf.band_hz)
+        vf[vf] = ((dominant >= low) & (dominant <= high)
+                  & (np.ptp(passed, axis=1) >= conf.min_peak_to_peak_mv))
+    return vf
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,10 @@ class VfTracker:
         high = min(self.conf.band_hz[1], 0.45 * fs)
         self._filter = StreamingFilter(
             sps.butter(2, [self.conf.band_hz[0], high], "bandpass", fs=fs, output="sos"), 1)
-        self._pending = np.zeros(0)
+        self._pending = np.empty(self.window)
+        """Unfiltered samples of the window being filled: a window is filtered once complete,
+        one filter call per window instead of one per chunk (the same samples either way)."""
+        self._held = 0
         self._next_start = 0
         self._run_start = 0
         self._run_length = 0
@@ -95,11 +102,18 @@ class VfTracker:
 
     def push(self, samples: np.ndarray) -> tuple[list[VfEpisode], list[VfEpisode]]:
         """(episodes that started, episodes that ended) with the samples of this chunk."""
-        filtered = self._filter.process(np.asarray(samples, dtype=np.float64)[:, None])[:, 0]
-        self._pending = np.concatenate([self._pending, filtered])
-        count = len(self._pending) // self.window
-        windows = self._pending[:count * self.window].reshape(count, self.window)
-        self._pending = self._pending[count * self.window:]
+        samples = np.asarray(samples, dtype=np.float64).reshape(-1)
+        if self._held + len(samples) < self.window:
+            self._pending[self._held:self._held + len(samples)] = samples
+            self._held += len(samples)
+            return [], []
+        data = np.concatenate([self._pending[:self._held], samples])
+        count = len(data) // self.window
+        windows = self._filter.process(data[:count * self.window, None])[:, 0].reshape(
+            count, self.window)
+        rest = data[count * self.window:]
+        self._pending[:len(rest)] = rest
+        self._held = len(rest)
         started, ended = [], []
         for is_vf in vf_windows(windows, self.fs, self.conf):
             start, self._next_start = self._next_start, self._next_start + self.window
