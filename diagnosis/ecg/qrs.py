@@ -301,7 +301,7 @@ class QrsDetector:
     def without_absurd(cls, chunk: np.ndarray) -> np.ndarray:
         """`chunk` with samples beyond +-`ABSURD_MV` as missing (NaN); the chunk itself when
         it has none."""
-        if np.abs(chunk).max() <= cls.ABSURD_MV:      # False with a NaN: the long way
+        if np.maximum.reduce(np.abs(chunk), axis=None) <= cls.ABSURD_MV:  # NaN: the long way
             return chunk
         with np.errstate(invalid="ignore"):
             absurd = np.abs(chunk) > cls.ABSURD_MV
@@ -357,7 +357,8 @@ class QrsDetector:
             highest = maximum_filter1d(envelope, 2 * radius + 1, mode="constant",
                                        cval=-np.inf)[local].tolist()
         else:
-            highest = [envelope[max(i - radius, 0):i + radius + 1].max() for i in local]
+            highest = [np.maximum.reduce(envelope[max(i - radius, 0):i + radius + 1])
+                       for i in local]
         for index, window_max in zip(local, highest):
             if envelope[index] < window_max:
                 continue
