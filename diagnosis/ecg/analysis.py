@@ -332,13 +332,15 @@ class StreamAnalyzer:
 
     def _some_lead_live(self, start: int, stop: int) -> bool:
         """Some lead is on throughout [start, stop): not off in the quality blocks overlapping
-        [start, stop - block), nor in the block-long window that ends at `stop` (judged from
-        the samples by the blocks' rule, so the alarm need not wait for its block to fill)."""
+        [start, stop - block), nor in the block-long window that ends at `stop` (assessed like
+        a block from the samples, so the alarm need not wait for its own block to fill)."""
         size = self.quality_monitor.block      # block i covers [i * size, (i + 1) * size)
         tail = max(stop - size, start)
-        off = [(b.flags & quality_mod.LEAD_OFF) > 0 for b in self._blocks[start // size:
-                                                                          -(-tail // size)]]
-        off.append(quality_mod.leads_off(self._raw.window(tail, stop), self.conf.quality))
+        blocks = self._blocks[start // size:-(-tail // size)]
+        _, last = quality_mod.assess(self._raw.window(tail, stop)[None], self.fs,
+                                     self.conf.quality)
+        off = [(b.flags & quality_mod.LEAD_OFF) > 0 for b in blocks] \
+            + [(last[0] & quality_mod.LEAD_OFF) > 0]
         return bool(np.any(~np.any(off, axis=0)))
 
     # -- beats --

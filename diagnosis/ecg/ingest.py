@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diagnosis.ecg.frames import MISSING_SAMPLE, Frame
+from diagnosis.ecg.record import millivolts
 
 SATURATED = (-32767, 32767)
 
@@ -40,9 +41,7 @@ class StreamFormat:
     def millivolts(self, samples: np.ndarray) -> np.ndarray:
         """Stored integers (n, leads) in mV; the "no sample" marker is missing (NaN), as in a
         file's record (as -164 mV it would be a plunge for the analysis to take for a beat)."""
-        values = (samples - np.asarray(self.baseline, dtype=np.float64)) \
-            / np.asarray(self.gain, dtype=np.float64)
-        return np.where(samples == MISSING_SAMPLE, np.nan, values)
+        return millivolts(samples, self.gain, self.baseline, samples == MISSING_SAMPLE)
 
 
 @dataclass

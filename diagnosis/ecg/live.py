@@ -38,8 +38,8 @@ class LiveAnalysis:
         """An analyzer that has seen the first `stored` samples of the stream's file."""
         live = cls(fmt, sex, age)
         if stored:
-            live.analyzer.push(live.format.millivolts(streams.read_samples(path, len(fmt.leads), 0,
-                                                                     stored)))
+            stored_samples = streams.read_samples(path, len(fmt.leads), 0, stored)
+            live.analyzer.push(fmt.millivolts(stored_samples))
         return live
 
     def push(self, samples: np.ndarray) -> dict[str, Any] | None:

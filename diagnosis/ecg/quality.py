@@ -130,20 +130,6 @@ def _saturated_share(x: np.ndarray, at_high: np.ndarray, at_low: np.ndarray, hig
     return np.where(candidates, stuck.mean(axis=-1), 0.0)
 
 
-def _off(missing: np.ndarray, span: np.ndarray, conf: QualityConf) -> np.ndarray:
-    return (missing > conf.missing_fraction) | (span < conf.flat_mv)
-
-
-def leads_off(window: np.ndarray, conf: QualityConf = QualityConf()) -> np.ndarray:
-    """Per lead, whether `window` (n_samples, n_leads) mV reads as lead off by a block's rule:
-    for a stretch that does not line up with the blocks."""
-    finite = np.isfinite(window)
-    present = finite.any(axis=0)
-    high = np.where(present, np.max(np.where(finite, window, -np.inf), axis=0), 0.0)
-    low = np.where(present, np.min(np.where(finite, window, np.inf), axis=0), 0.0)
-    return _off(1.0 - finite.mean(axis=0), high - low, conf)
-
-
 def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
            ) -> tuple[np.ndarray, np.ndarray]:
     """SQI and flags, each (n_blocks, n_leads), for blocks (n_blocks, block_len, n_leads) mV."""
@@ -167,7 +153,7 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
         low = np.where(present, np.min(np.where(finite, x, np.inf), axis=-1), 0.0)
         span = high - low
         median = medians.nanmedian
-    lead_off = _off(missing, span, conf)
+    lead_off = (missing > conf.missing_fraction) | (span < conf.flat_mv)
 
     # Saturation. Samples in runs at an extreme are among the samples at it: only leads with
     # `run` of those can be saturated, and only they are looked at closer (not a lead that is

@@ -50,6 +50,17 @@ def canonical_age(value: object) -> float | None:
     return age if 0 <= age < 150 else None
 
 
+def millivolts(digital: np.ndarray, gain: np.ndarray, baseline: np.ndarray,
+               missing: np.ndarray | None = None) -> np.ndarray:
+    """Stored integers (n, leads) as mV: (digital - baseline) / gain per lead, NaN where
+    `missing`; the one conversion for files and streams alike."""
+    signal = (digital - np.asarray(baseline, dtype=np.float64)) \
+        / np.asarray(gain, dtype=np.float64)
+    if missing is not None:
+        signal[missing] = np.nan
+    return signal
+
+
 @dataclass(frozen=True)
 class EcgRecord:
     fs: float
@@ -105,9 +116,7 @@ class EcgRecord:
         baseline = np.asarray(baseline, dtype=np.float64)
         if np.any(gain == 0) or not np.all(np.isfinite(gain)):
             raise ValueError(f"every lead needs a finite, non-zero gain, not {gain.tolist()}")
-        signal = (digital - baseline) / gain
-        if missing is not None:
-            signal[missing] = np.nan
+        signal = millivolts(digital, gain, baseline, missing)
         return cls(float(fs), tuple(canonical_lead(n) for n in leads), signal, digital,
                    gain, baseline, canonical_sex(sex), age)
 
