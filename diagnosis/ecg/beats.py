@@ -47,10 +47,12 @@ def qrs_width_s(segment: np.ndarray, fs: float, fraction: float = 0.25) -> float
 
 def detrend(window: np.ndarray) -> np.ndarray:
     """Subtract each lead's straight line between the window's ends: motion artefacts tilt
-    whole windows, which would otherwise pass for a changed QRS shape."""
-    if len(window) < 2:
+    whole windows, which would otherwise pass for a changed QRS shape. Windows are
+    (samples, leads), or stacked (n, samples, leads)."""
+    if window.shape[-2] < 2:
         return window
-    return window - window[0] - _ramp(len(window)) * (window[-1] - window[0])
+    first, last = window[..., :1, :], window[..., -1:, :]
+    return window - first - _ramp(window.shape[-2]) * (last - first)
 
 
 @lru_cache(maxsize=8)
@@ -68,6 +70,20 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     b = b.ravel() - np.add.reduce(b, axis=None) / b.size   # overhead
     norm = np.sqrt(np.dot(a, a) * np.dot(b, b))
     return float(np.dot(a, b) / norm) if norm > 0 else float("nan")
+
+
+def best_correlation(windows: np.ndarray, templates: np.ndarray) -> float:
+    """The highest Pearson correlation of any window (n, samples, leads) with any template
+    (m, samples, leads), all leads together; NaN if every pair has a flat side."""
+    a = windows.reshape(len(windows), -1)
+    b = templates.reshape(len(templates), -1)
+    a = a - np.add.reduce(a, axis=1)[:, None] / a.shape[1]
+    b = b - np.add.reduce(b, axis=1)[:, None] / b.shape[1]
+    norms = np.sqrt(np.einsum("ij,ij->i", a, a)[:, None] * np.einsum("ij,ij->i", b, b))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = (a @ b.T) / norms
+    values = values[np.isfinite(values)]
+    return float(values.max()) if values.size else float("nan")
 
 
 class BeatLabeler:

@@ -4,7 +4,9 @@ The leads' QRS-band energies are summed and smoothed into one envelope; every lo
 the envelope over +-refractory is a candidate, known `refractory_s` after it happens. Candidates
 are then judged in time order against adaptive signal and noise levels (Pan & Tompkins 1985),
 with a T-wave test and a search-back that recovers a weak beat when the rhythm says one is
-missing. Search-back happens at a fixed point in time (once every candidate up to last beat +
+missing. Where amplitude cannot tell, shape does: a premature candidate shaped unlike the recent
+beats and no steeper than the last one is an artefact, not an ectopic beat, and search-back only
+takes a candidate shaped like them. Search-back happens at a fixed point in time (once every candidate up to last beat +
 1.66 RR is known) over candidates already known then, so the order of decisions, and every
 result, does not depend on how the stream is chunked: the envelope is a running sum carried
 sample by sample, the filters carry their state, and the same samples give the same bits. An
@@ -19,9 +21,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d
 
 from diagnosis.ecg import filters
+from diagnosis.ecg.beats import AFTER_S, BEFORE_S, best_correlation, detrend
 from diagnosis.ecg.medians import median
 
 
@@ -186,6 +190,23 @@ class QrsDetector:
         """After this long without a beat the threshold drops to the search-back one."""
         refine_s: float = 0.075
         """Half-width of the search for the R extremum around the envelope peak."""
+        premature_rr: float = 0.7
+        """A candidate sooner than this fraction of the median RR after a beat is premature."""
+        foreign_correlation: float = 0.5
+        """Below this correlation with the recent beats' mean window a candidate is shaped
+        unlike them."""
+        foreign_slope_ratio: float = 1.2
+        """A premature candidate shaped unlike the beats is one only if this much steeper than
+        the beat before it. On the shared records every such true beat (ventricular) is at
+        least 1.44x as steep; the motion artefacts and T waves that passed the levels early are
+        at most 0.96x and correlate -0.07 to 0.41 with the beats, while true early beats no
+        steeper than 1.2x correlate at least 0.64 (a noise burst in CPSC 2019 01575, 0.67, and
+        the T waves of 00513, which its small QS complexes resemble, are beyond any shape
+        threshold)."""
+        searchback_correlation: float = 0.35
+        """Search-back takes a weak candidate only if shaped at least this much like the beats:
+        the beats it finds on the shared records correlate at least 0.42, the lone wave it took
+        in an atrial fibrillation pause (CPSC 2021 8_4) 0.27."""
 
         def __post_init__(self) -> None:
             low, high = self.band_hz
@@ -203,6 +224,10 @@ class QrsDetector:
                 "latency_s": self.latency_s >= self.refractory_s + self.refine_s,
                 "refine_s": 0 < self.refine_s <= 0.15,
                 "lost_s": self.lost_s > 0,
+                "premature_rr": 0 < self.premature_rr < 1,
+                "foreign_correlation": -1 <= self.foreign_correlation <= 1,
+                "foreign_slope_ratio": self.foreign_slope_ratio > 0,
+                "searchback_correlation": -1 <= self.searchback_correlation <= 1,
             }
             bad = [name for name, ok in checks.items() if not ok]
             if bad:
@@ -212,6 +237,11 @@ class QrsDetector:
     WEAK_HISTORY: ClassVar[int] = 64
     FEW_MAXIMA: ClassVar[int] = 16
     """Up to this many envelope maxima a scan checks each on its own, beyond it all at once."""
+    SHAPE_HISTORY: ClassVar[int] = 8
+    """Beats whose mean window is the shape candidates are compared with."""
+    ALIGN_S: ClassVar[float] = 0.02
+    """Envelope peaks wander this much from beat to beat; shapes are compared at the best
+    alignment within it, in steps of a quarter of it."""
     ABSURD_MV: ClassVar[float] = 1e6
     """No electrode gives a kilovolt, whatever unit a caller confused: such samples are missing
     (squared they would overflow the running energy sum to inf and silence the stream for good)."""
@@ -249,6 +279,13 @@ class QrsDetector:
         self._last: _Candidate | None = None
         self._rr: list[int] = []
         self._rr_median = 0.0
+        self._before = int(round(BEFORE_S * fs))
+        self._after = int(round(AFTER_S * fs))
+        self._align = int(round(self.ALIGN_S * fs))
+        self._shapes: list[np.ndarray] = []
+        """Clean windows of the last `SHAPE_HISTORY` beats, as they were."""
+        self._templates: np.ndarray | None = None
+        """Their detrended mean and the last one, until a beat is added."""
 
     @property
     def lookahead(self) -> int:
@@ -397,12 +434,43 @@ class QrsDetector:
         # took the tail of a complex cut by the record's start, MIT-BIH 800 sample 2).
         if last is not None and candidate.peak - last.peak > self._lost:
             threshold *= self.conf.searchback_ratio
-        if likeness > threshold and not is_t_wave:
+        not_a_beat = is_t_wave or (likeness > threshold and self._foreign_early(candidate))
+        if likeness > threshold and not not_a_beat:
             self._accept(candidate, accepted)
             return
         levels.add_noise(candidate.amplitudes)
-        if not is_t_wave:
+        if not not_a_beat:
             self._weak = (self._weak + [candidate])[-self.WEAK_HISTORY:]
+
+    def _foreign_early(self, candidate: _Candidate) -> bool:
+        """Premature, shaped unlike the recent beats and no steeper than the last one: a motion
+        artefact or a T wave, not an ectopic beat (see `Conf.foreign_slope_ratio`)."""
+        c, last = self.conf, self._last
+        if (last is None or not self._rr
+                or candidate.peak - last.peak >= c.premature_rr * self._rr_median
+                or candidate.slope >= c.foreign_slope_ratio * last.slope):
+            return False
+        shape = self._shape_likeness(candidate.peak)
+        return shape is not None and shape < c.foreign_correlation
+
+    def _shape_likeness(self, peak: int) -> float | None:
+        """Correlation with the recent beats' mean window, or with the last beat's when that is
+        higher (the beats of a ventricular run repeat each other's shape, not the sinus one),
+        at the best alignment; None without beats or a whole window (or if all are flat)."""
+        if not self._shapes:
+            return None
+        if self._templates is None:
+            shapes = detrend(np.array(self._shapes))
+            self._templates = np.array([np.add.reduce(shapes) / len(shapes), shapes[-1]])
+        length, align = self._before + self._after, self._align
+        start = peak - self._envelope_delay - self._before - align
+        span = self.clean.window(start, start + length + 2 * align)
+        if len(span) < length + 2 * align:
+            return None
+        step = max(align // 4, 1)
+        windows = sliding_window_view(span, length, axis=0)[::step].transpose(0, 2, 1)
+        value = best_correlation(detrend(windows), self._templates)
+        return value if np.isfinite(value) else None
 
     def _accept(self, candidate: _Candidate, accepted: list[tuple[int, int]]) -> None:
         self._levels.add_beat(candidate.amplitudes)
@@ -411,6 +479,11 @@ class QrsDetector:
             self._rr_median = float(statistics.median(self._rr))  # whole samples: exact
         self._last = candidate
         self._weak = [c for c in self._weak if c.peak > candidate.peak]
+        start = candidate.peak - self._envelope_delay - self._before
+        shape = self.clean.window(start, start + self._before + self._after)
+        if len(shape) == self._before + self._after:
+            self._shapes = (self._shapes + [shape.copy()])[-self.SHAPE_HISTORY:]
+            self._templates = None
         accepted.append((candidate.peak, self._levels.timing_lead()))
 
     def _search_back_before(self, now: int, accepted: list[tuple[int, int]]) -> None:
@@ -431,11 +504,17 @@ class QrsDetector:
             floor = self.conf.threshold_ratio * self.conf.searchback_ratio
             scored = [(self._levels.beat_likeness(c.amplitudes), c) for c in self._weak
                       if oldest <= c.peak <= deadline]
-            scored = [(likeness, c) for likeness, c in scored if likeness > floor]
-            if not scored:
+            scored = sorted([(likeness, c) for likeness, c in scored if likeness > floor],
+                            key=lambda pair: pair[0], reverse=True)
+            taken = next((c for _, c in scored if self._shaped_like_beats(c.peak)), None)
+            if taken is None:
                 self._weak = [c for c in self._weak if c.peak > deadline]
                 return
-            self._accept(max(scored, key=lambda pair: pair[0])[1], accepted)
+            self._accept(taken, accepted)
+
+    def _shaped_like_beats(self, peak: int) -> bool:
+        shape = self._shape_likeness(peak)
+        return shape is None or shape >= self.conf.searchback_correlation
 
     def _refine_all(self, peaks: list[tuple[int, int]]) -> np.ndarray:
         """Move each envelope peak to the R extremum of its timing lead's clean signal (the
