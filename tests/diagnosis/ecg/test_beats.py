@@ -115,3 +115,21 @@ def test_features() -> None:
     assert np.allclose(beats.detrend(tilted), beats.detrend(a))
     with pytest.raises(ValueError):
         beats.BeatLabeler.Conf(min_correlation=1.5)
+
+
+def test_stacked_windows() -> None:
+    """The QRS detector's shape test detrends and correlates many windows at once: the same
+    values as one at a time."""
+    fs = 500.0
+    windows = np.array([beat(fs, 0.08, 1.0) + np.linspace(0, k, 125)[:, None]
+                        for k in (0.0, 0.3, -1.0)])
+    assert np.array_equal(beats.detrend(windows),
+                          np.array([beats.detrend(w) for w in windows]))
+    templates = np.array([beat(fs, 0.16, 1.0), -beat(fs, 0.08, 1.0)])
+    expected = max(beats.correlation(w, t) for w in windows for t in templates)
+    assert beats.best_correlation(windows, templates) == pytest.approx(expected)
+    assert beats.best_correlation(windows, -templates[1:]) == pytest.approx(1.0)
+    flat = np.zeros((2,) + windows.shape[1:])
+    assert beats.best_correlation(np.concatenate([flat, windows]), templates) \
+        == pytest.approx(expected)
+    assert np.isnan(beats.best_correlation(flat, templates))

@@ -370,6 +370,10 @@ class TestDefinedResultsOnBadInput:
             qrs.QrsDetector.Conf(refractory_s=0.05)
         with pytest.raises(ValueError, match="latency_s"):
             qrs.QrsDetector.Conf(latency_s=0.1)
+        with pytest.raises(ValueError, match="premature_rr, foreign_correlation"):
+            qrs.QrsDetector.Conf(premature_rr=1.2, foreign_correlation=2.0)
+        with pytest.raises(ValueError, match="searchback_correlation"):
+            qrs.QrsDetector.Conf(searchback_correlation=-1.5)
         with pytest.raises(ValueError):
             qrs.QrsDetector(0, 2)
         with pytest.raises(ValueError):
