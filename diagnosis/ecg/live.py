@@ -82,11 +82,17 @@ def alert_json(kind: str, sample: int, leads: tuple[str, ...] | list[str]) -> di
     return {"kind": kind, "sample": int(sample), "leads": list(leads)}
 
 
+def stored_record(fmt: StreamFormat, sex: str | None, age: float | None, path: Path,
+                  stored: int) -> EcgRecord:
+    """The first `stored` samples of a stream as a record: the integers as received, with
+    the gains and baselines they came with; the "no sample" marker is missing."""
+    digital = streams.read_samples(path, len(fmt.leads), 0, stored)
+    return EcgRecord.from_digital(digital, fmt.fs, fmt.leads, np.asarray(fmt.gain),
+                                  np.asarray(fmt.baseline), digital == MISSING_SAMPLE,
+                                  sex=sex, age=age)
+
+
 def report_for(fmt: StreamFormat, sex: str | None, age: float | None, path: Path,
                stored: int) -> dict[str, Any]:
     """The analysis of everything stored, as `telemed ecg analyze --json` prints it."""
-    digital = streams.read_samples(path, len(fmt.leads), 0, stored)
-    record = EcgRecord.from_digital(digital, fmt.fs, fmt.leads, np.asarray(fmt.gain),
-                                    np.asarray(fmt.baseline), digital == MISSING_SAMPLE,
-                                    sex=sex, age=age)
-    return analyze(record).as_json()
+    return analyze(stored_record(fmt, sex, age, path, stored)).as_json()

@@ -1,6 +1,7 @@
 """ECG streams over HTTP: create a stream, feed it frames over a WebSocket, read it back.
 
 POST /api/ecg/streams, GET /api/ecg/streams/{id}, GET /api/ecg/streams/{id}/samples,
+GET /api/ecg/streams/{id}/export,
 GET /ecg/ingest/{id} (WebSocket, binary frames in, JSON acknowledgements out).
 """
 
@@ -10,15 +11,17 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import AsyncIterator
 
 import numpy as np
 from aiohttp import WSMsgType, web
 
 from diagnosis.ecg import streams
+from diagnosis.ecg.formats import EXPORT_FORMATS, EcgFormatError, exported
 from diagnosis.ecg.frames import MAX_LEADS, MAX_SAMPLES_PER_FRAME, Frame, FrameError, decode
 from diagnosis.ecg.ingest import Received, StreamError, StreamReceiver
-from diagnosis.ecg.live import LiveAnalysis, report_for
+from diagnosis.ecg.live import LiveAnalysis, report_for, stored_record
 from telemed.api.body import Field, parse, validate
 from telemed.api.context import BUS, DATABASE, SETTINGS, open_websocket
 from telemed.api.problems import ProblemError, audit_refusal
@@ -26,11 +29,13 @@ from telemed.api.security import authenticated, caller_for_token
 from telemed.auth import TokenError
 from telemed.permissions import Forbidden
 from telemed.store import NotFound
+from telemed.store.accounts import get_patient
 
 log = logging.getLogger(__name__)
 
 FOLLOW = [Field("type", str, choices=("follow",)), Field("token", str, max_length=4096),
           Field("seconds", int, required=False)]
+EXPORT = [Field("format", str, choices=EXPORT_FORMATS)]
 NEW_STREAM = [Field("patient_id", str, max_length=64), Field("consult_id", str, required=False,
                                                              max_length=64)]
 MAX_FRAME_BYTES = 64 + MAX_LEADS * 260 + MAX_SAMPLES_PER_FRAME * MAX_LEADS * 2
@@ -116,6 +121,34 @@ async def get_samples(request: web.Request) -> web.Response:
                         headers={"X-ECG-Leads": ",".join(info.format.leads) if info.format else "",
                                  "X-ECG-Fs": str(info.format.fs if info.format else ""),
                                  "X-ECG-Samples": str(len(samples))})
+
+
+async def get_export(request: web.Request) -> web.Response:
+    """The stored recording as a file for a PACS or an analysis tool: DICOM General ECG, or
+    WFDB (`.hea` and `.dat` in a zip); the integers as received, with their gains and
+    baselines, so nothing is rounded on the way out. An open stream gives what is stored so far."""
+    caller = await authenticated(request)
+    asked = validate(dict(request.query), EXPORT)
+    database = request.app[DATABASE]
+    info = await database.write(streams.open_for, caller, request.match_info["id"], "ecg.export")
+    if info.format is None or not info.samples:
+        raise ProblemError(409, "Nothing to export", "the stream has no samples yet")
+    patient = await database.read(get_patient, info.patient_id)
+    sex, age = await database.read(streams.demographics, info.patient_id)
+    path = streams.samples_path(request.app[SETTINGS].data_dir, info.id)
+    record = await asyncio.to_thread(stored_record, info.format, sex, age, path, info.samples)
+    options = {} if asked["format"] == "wfdb" else {
+        "patient_id": info.patient_id, "patient_name": patient["name"],
+        "acquired": datetime.fromisoformat(info.created_at)}
+    try:
+        body, media_type, filename = await asyncio.to_thread(
+            exported, record, asked["format"], f"ecg-{info.id}", **options)
+    except EcgFormatError as exc:
+        raise ProblemError(422, "Cannot export in this format", str(exc),
+                           formats=list(EXPORT_FORMATS)) from exc
+    return web.Response(body=body, content_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-ECG-Samples": str(info.samples)})
 
 
 def _reply(result: Received) -> dict:
@@ -332,6 +365,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/ecg/streams/{id}", get_stream)
     app.router.add_get("/api/ecg/streams/{id}/samples", get_samples)
     app.router.add_get("/api/ecg/streams/{id}/analysis", get_analysis)
+    app.router.add_get("/api/ecg/streams/{id}/export", get_export)
     app.router.add_get("/ecg/ingest/{id}", ingest)
     app.router.add_get("/ecg/follow/{id}", follow)
     app.cleanup_ctx.append(_ingest_ctx)

@@ -36,6 +36,7 @@ class StreamInfo:
     next_seq: int
     samples: int
     state: str
+    created_at: str
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "StreamInfo":
@@ -45,7 +46,7 @@ class StreamInfo:
                                tuple(json.loads(row["gain"])),
                                tuple(json.loads(row["baseline"] or "[]")))
         return cls(row["id"], row["patient_id"], row["consult_id"], fmt, row["next_seq"],
-                   row["samples"], row["state"])
+                   row["samples"], row["state"], row["created_at"])
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "patient_id": self.patient_id, "consult_id": self.consult_id,
@@ -53,7 +54,8 @@ class StreamInfo:
                 "leads": list(self.format.leads) if self.format else [],
                 "gain": list(self.format.gain) if self.format else [],
                 "baseline": list(self.format.baseline) if self.format else [],
-                "acknowledged_seq": self.next_seq - 1, "samples": self.samples, "state": self.state}
+                "acknowledged_seq": self.next_seq - 1, "samples": self.samples, "state": self.state,
+                "created_at": self.created_at}
 
 
 def samples_path(data_dir: Path, stream_id: str) -> Path:

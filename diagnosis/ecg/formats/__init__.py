@@ -10,6 +10,9 @@ Every reader and writer raises `EcgFormatError` (a ValueError) naming the file a
 
 from __future__ import annotations
 
+import io
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,8 @@ from diagnosis.ecg.formats.errors import EcgFormatError
 from diagnosis.ecg.formats.wfdb_io import read_wfdb, save_wfdb
 from diagnosis.ecg.record import EcgRecord
 
-__all__ = ["EXPORT_FORMATS", "EcgFormatError", "detect_format", "export_record", "read_aecg",
+__all__ = ["EXPORT_FORMATS", "EcgFormatError", "detect_format", "export_record", "exported",
+           "read_aecg",
            "read_dicom", "read_record", "read_wfdb", "save_dicom", "save_wfdb"]
 
 READERS = {"wfdb": read_wfdb, "dicom": read_dicom, "aecg": read_aecg}
@@ -84,3 +88,22 @@ def export_record(record: EcgRecord, path_or_dir: str | Path, format: str | None
         record_name = target.stem if target.suffix.lower() == ".hea" else target.name
         return save_wfdb(record, target.parent, record_name)
     return save_dicom(record, target / f"{name}.dcm" if target.is_dir() else target, **options)
+
+
+def exported(record: EcgRecord, format: str, name: str,
+             **options: Any) -> tuple[bytes, str, str]:
+    """`record` as one download: (bytes, media type, file name). DICOM is its one `.dcm`; a
+    WFDB record is two files (`.hea`, `.dat`), sent as a zip of both. Errors name the
+    record, not the scratch folder it was written in."""
+    with tempfile.TemporaryDirectory(prefix="ecg-export-") as scratch:
+        try:
+            written = export_record(record, Path(scratch), format, name=name, **options)
+        except EcgFormatError as exc:
+            raise EcgFormatError(name, exc.problem) from exc
+        if format == "dicom":
+            return written.read_bytes(), "application/dicom", written.name
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+            for part in sorted(Path(scratch).iterdir()):
+                zipped.write(part, part.name)
+        return archive.getvalue(), "application/zip", f"{name}.zip"

@@ -258,3 +258,82 @@ async def test_a_failed_store_loses_nothing_after_reconnect(world, mitdb_minute,
                                       headers=world.auth("clinician"))
     stored = np.frombuffer(await response.read(), dtype="<i2").reshape(-1, 2)
     assert np.array_equal(stored, short.samples)
+
+
+async def _streamed(world, recording: Recording) -> str:
+    async with aiohttp.ClientSession() as session:
+        stream_id = await create_stream(session, base_url(world), world.tokens["clinician"],
+                                        world.patient)
+        await Sender(base_url(world), world.tokens["clinician"], recording, stream_id,
+                     speed=200.0).run(session)
+    return stream_id
+
+
+async def test_a_stored_stream_exports_bit_exact_as_dicom_and_wfdb(world, mitdb_minute,
+                                                                   tmp_path):
+    """The recording kept with the patient goes out as DICOM General ECG and as WFDB with the
+    integers as received, their gains, its rate and leads; every export is audited."""
+    import zipfile
+
+    from diagnosis.ecg.formats import read_dicom, read_wfdb
+
+    stream_id = await _streamed(world, mitdb_minute)
+    response = await world.client.get(f"/api/ecg/streams/{stream_id}/export?format=dicom",
+                                      headers=world.auth("clinician"))
+    assert response.status == 200 and response.content_type == "application/dicom"
+    assert f'filename="ecg-{stream_id}.dcm"' in response.headers["Content-Disposition"]
+    (tmp_path / "ecg.dcm").write_bytes(await response.read())
+    dicom = read_dicom(tmp_path / "ecg.dcm")
+    response = await world.client.get(f"/api/ecg/streams/{stream_id}/export?format=wfdb",
+                                      headers=world.auth("clinician"))
+    assert response.status == 200 and response.content_type == "application/zip"
+    (tmp_path / "ecg.zip").write_bytes(await response.read())
+    with zipfile.ZipFile(tmp_path / "ecg.zip") as zipped:
+        assert sorted(zipped.namelist()) == [f"ecg-{stream_id}.dat", f"ecg-{stream_id}.hea"]
+        zipped.extractall(tmp_path)
+    wfdb_record = read_wfdb(tmp_path / f"ecg-{stream_id}")
+    for record in (dicom, wfdb_record):
+        assert record.fs == 360.0 and record.leads == ("MLII", "V5")
+        assert np.array_equal(record.digital, mitdb_minute.samples)
+        assert record.gain.tolist() == [200.0, 200.0]
+    import pydicom
+    header = pydicom.dcmread(tmp_path / "ecg.dcm")
+    assert header.PatientID == world.patient
+    entries = (await world.call("GET", "/api/audit", "admin", expect=200))["entries"]
+    exports = [(e["actor"], e["action"], e["outcome"]) for e in entries
+               if e["action"] == "ecg.export"]
+    assert exports == [("clinician", "ecg.export", "ok")] * 2
+
+
+async def test_export_refusals_are_clear_and_change_nothing(world, mitdb_minute, shared_data):
+    stream_id = await _streamed(world, Recording(mitdb_minute.samples[:720], mitdb_minute.fs,
+                                                 mitdb_minute.leads, mitdb_minute.gain))
+    path = f"/api/ecg/streams/{stream_id}/export"
+    body = await world.call("GET", f"{path}?format=png", "clinician", expect=422)
+    assert body["errors"][0]["field"] == "format"
+    await world.call("GET", path, "clinician", expect=422)
+    await world.call("GET", f"{path}?format=dicom", "other_clinician", expect=403)
+    await world.call("GET", f"{path}?format=dicom", None, expect=401)
+    await world.call("GET", "/api/ecg/streams/nope/export?format=dicom", "clinician", expect=404)
+    empty = await world.call("POST", "/api/ecg/streams", "clinician",
+                             json={"patient_id": world.patient}, expect=201)
+    body = await world.call("GET", f"/api/ecg/streams/{empty['id']}/export?format=wfdb",
+                            "clinician", expect=409)
+    assert body["detail"] == "the stream has no samples yet"
+    # MIT-BIH SVDB's 128 Hz is below what DICOM General ECG allows: refused with the reason
+    # (naming no server path); WFDB takes it.
+    svdb = wfdb.rdrecord(str(shared_data / "ecg" / "mitdb" / "800"), physical=False, sampto=640)
+    slow = await _streamed(world, Recording(svdb.d_signal.astype(np.int16), float(svdb.fs),
+                                            ("ECG1", "ECG2"),
+                                            tuple(float(g) for g in svdb.adc_gain)))
+    body = await world.call("GET", f"/api/ecg/streams/{slow}/export?format=dicom", "clinician",
+                            expect=422)
+    assert "128" in body["detail"] and "/tmp" not in body["detail"]
+    response = await world.client.get(f"/api/ecg/streams/{slow}/export?format=wfdb",
+                                      headers=world.auth("clinician"))
+    assert response.status == 200
+    info = await world.call("GET", f"/api/ecg/streams/{stream_id}", "clinician", expect=200)
+    assert info["samples"] == 720 and info["state"] == "complete"
+    entries = (await world.call("GET", "/api/audit", "admin", expect=200))["entries"]
+    assert ("other_clinician", "ecg.export", "denied") in [
+        (e["actor"], e["action"], e["outcome"]) for e in entries]
