@@ -233,7 +233,7 @@ class StreamAnalyzer:
         self._raw.append(raw)
         self._end += len(chunk)
         self._add_quality(self.quality_monitor.push(raw), update)
-        detected = self.detector.push(raw)
+        detected = self.detector.push(raw, checked=True)
         self._add_detected(detected, update)
         self._add_vf(*self.vf.push(raw[:, self._vf_lead]), update)
         self._measure(update, at_end=False)

@@ -312,18 +312,22 @@ class QrsDetector:
                 earliest = min([earliest] + [c.peak for c in self._weak if c.peak >= oldest])
         return max(earliest - self._envelope_delay - self._refine, 0)
 
-    def push(self, chunk: np.ndarray) -> np.ndarray:
+    def push(self, chunk: np.ndarray, checked: bool = False) -> np.ndarray:
         """Feed the next samples (n, n_leads) in mV; return R peaks that became final, ascending.
 
         NaN and infinite samples, and any beyond +-`ABSURD_MV`, are missing: the filters hold
-        the lead's last value over them.
+        the lead's last value over them. `checked`: the chunk comes from `without_absurd`
+        already (a caller that checked it for its other consumers), so it is not checked twice.
         """
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1, self.n_leads)
         if not len(chunk):
             return np.empty(0, dtype=np.int64)
-        chunk = self.without_absurd(chunk)
+        if not checked:
+            chunk = self.without_absurd(chunk)
         clean = self._clean_filter.process(chunk)
-        band = self._band_filter.process(clean)
+        # The clean signal is finite (gaps held, no absurd values, a stable filter): the band
+        # filter takes it as it lies, channel by channel.
+        band = self._band_filter.filter_channels(np.array(clean.T, order="C")).T
         energy = np.einsum("ij,ij->i", band, band)
         envelope = np.empty((len(energy), 2))   # the envelope and, beside it, the slope
         np.sqrt(np.maximum(self._moving_average(energy), 0.0), out=envelope[:, 0])
