@@ -61,6 +61,34 @@ export function closeEcg() {
 
 $("ecg-close").addEventListener("click", closeEcg);
 
+// The recording as stored so far, as a file for the PACS (DICOM) or analysis tools (WFDB, a
+// zip); the server audits it. Fetched with the token, then handed to the browser as a download.
+async function download(format) {
+  const streamId = view.streamId;
+  const response = await fetch(`/api/ecg/streams/${encodeURIComponent(streamId)}/export?format=${format}`, {
+    headers: { Authorization: `Bearer ${view.token}` },
+  });
+  if (!response.ok) {
+    const problem = await response.json().catch(() => ({}));
+    throw new Error(problem.detail || problem.title || response.statusText);
+  }
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const link = document.createElement("a");
+  link.download = /filename="([^"]+)"/.exec(disposition)?.[1] ?? `ecg-${streamId}`;
+  link.href = URL.createObjectURL(await response.blob());
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+}
+
+for (const id of ["ecg-export-dicom", "ecg-export-wfdb"]) {
+  $(id).addEventListener("click", (event) => {
+    $("ecg-error").textContent = "";
+    download(event.currentTarget.dataset.format).catch((error) => {
+      if (view) $("ecg-error").textContent = `Cannot download this ECG: ${error.message}`;
+    });
+  });
+}
+
 // -- the follow socket ------------------------------------------------------------------------
 
 function connect() {

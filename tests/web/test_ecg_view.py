@@ -18,6 +18,7 @@ import pytest
 from playwright.async_api import Page, WebSocketRoute
 
 from diagnosis.ecg import analysis
+from diagnosis.ecg.formats import read_dicom
 from diagnosis.ecg.formats.wfdb_io import read_wfdb
 from diagnosis.ecg.frames import Frame, encode
 from diagnosis.ecg.injury import with_injury
@@ -122,6 +123,14 @@ async def test_an_expert_follows_a_stemi_live_and_a_later_one_sees_its_alert(wor
     assert await expert.locator("#ecg-leads tr.poor").count() == 1
     assert "Recording complete — 12 leads at 500 Hz, 0:10.0 received" in await expert.inner_text("#ecg-status")
 
+    # The expert downloads the recording for the PACS: the integers as the monitor sent them.
+    async with expert.expect_download() as downloading:
+        await expert.click("#ecg-export-dicom")
+    downloaded = await downloading.value
+    assert downloaded.suggested_filename == f"ecg-{stream_id}.dcm"
+    exported = read_dicom(await downloaded.path())
+    assert exported.leads == stemi.leads and np.array_equal(exported.digital, stemi.samples)
+
     # The banner stays until acknowledged, then the alert is listed as acknowledged.
     await expert.click(f"{banner} button")
     assert await expert.locator(".ecg-alert:not(.acknowledged)").count() == 0
@@ -156,6 +165,10 @@ async def test_following_a_stream_that_does_not_exist_says_so(world, browser):
     await asyncio.sleep(1.0)  # a refusal is final: no reconnecting
     assert "reconnecting" not in await expert.inner_text("#ecg-status")
     assert (await expert.evaluate(STATE))["samples"] == 0
+    await expert.click("#ecg-export-wfdb")
+    await expert.wait_for_selector("#ecg-error:has-text('Cannot download')")
+    assert await expert.inner_text("#ecg-error") == (
+        "Cannot download this ECG: ECG stream 'no-such-stream' not found")
     await expert.click("#ecg-close")
     assert await expert.is_hidden("#ecg")
     assert errors == []
