@@ -438,12 +438,13 @@ class QrsDetector:
         # took the tail of a complex cut by the record's start, MIT-BIH 800 sample 2).
         if last is not None and candidate.peak - last.peak > self._lost:
             threshold *= self.conf.searchback_ratio
-        not_a_beat = is_t_wave or (likeness > threshold and self._foreign_early(candidate))
-        if likeness > threshold and not not_a_beat:
+        strong = likeness > threshold and not is_t_wave
+        artefact = strong and self._foreign_early(candidate)
+        if strong and not artefact:
             self._accept(candidate, accepted)
             return
         levels.add_noise(candidate.amplitudes)
-        if not not_a_beat:
+        if not (is_t_wave or artefact):
             self._weak = (self._weak + [candidate])[-self.WEAK_HISTORY:]
 
     def _foreign_early(self, candidate: _Candidate) -> bool:
@@ -491,7 +492,8 @@ class QrsDetector:
         accepted.append((candidate.peak, self._levels.timing_lead()))
 
     def _search_back_before(self, now: int, accepted: list[tuple[int, int]]) -> None:
-        """While the rhythm says a beat is overdue, take the strongest weak candidate.
+        """While the rhythm says a beat is overdue, take the strongest weak candidate shaped
+        like the beats.
 
         `now` is in the units of `candidate.peak + radius`, the moment a candidate becomes known.
         A beat is overdue at `deadline` (last beat + searchback_rr x RR); the search runs once
