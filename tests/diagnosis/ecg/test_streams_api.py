@@ -305,6 +305,35 @@ async def test_a_stored_stream_exports_bit_exact_as_dicom_and_wfdb(world, mitdb_
     assert exports == [("clinician", "ecg.export", "ok")] * 2
 
 
+async def test_samples_the_monitor_did_not_have_stay_missing_in_exports(world, mitdb_minute,
+                                                                       tmp_path):
+    """An electrode dropout (the monitor's "no sample" value) is exported as missing in both
+    formats, never as a -164 mV sample; every other integer comes back as sent."""
+    import zipfile
+
+    from diagnosis.ecg.formats import read_dicom, read_wfdb
+    from diagnosis.ecg.frames import MISSING_SAMPLE
+
+    samples = mitdb_minute.samples[:3600].copy()
+    samples[1000:1720, 1] = MISSING_SAMPLE
+    stream_id = await _streamed(world, Recording(samples, mitdb_minute.fs, mitdb_minute.leads,
+                                                 mitdb_minute.gain))
+    records = []
+    for fmt in ("dicom", "wfdb"):
+        response = await world.client.get(f"/api/ecg/streams/{stream_id}/export?format={fmt}",
+                                          headers=world.auth("clinician"))
+        assert response.status == 200
+        (tmp_path / fmt).write_bytes(await response.read())
+    records.append(read_dicom(tmp_path / "dicom"))
+    with zipfile.ZipFile(tmp_path / "wfdb") as zipped:
+        zipped.extractall(tmp_path)
+    records.append(read_wfdb(tmp_path / f"ecg-{stream_id}"))
+    gap = samples == MISSING_SAMPLE
+    for record in records:
+        assert np.array_equal(np.isnan(record.signal), gap)
+        assert np.array_equal(record.digital[~gap], samples[~gap])
+
+
 async def test_export_refusals_are_clear_and_change_nothing(world, mitdb_minute, shared_data):
     stream_id = await _streamed(world, Recording(mitdb_minute.samples[:720], mitdb_minute.fs,
                                                  mitdb_minute.leads, mitdb_minute.gain))
