@@ -65,13 +65,7 @@ $("ecg-close").addEventListener("click", closeEcg);
 // zip); the server audits it. Fetched with the token, then handed to the browser as a download.
 async function download(format) {
   const streamId = view.streamId;
-  const response = await fetch(`/api/ecg/streams/${encodeURIComponent(streamId)}/export?format=${format}`, {
-    headers: { Authorization: `Bearer ${view.token}` },
-  });
-  if (!response.ok) {
-    const problem = await response.json().catch(() => ({}));
-    throw new Error(problem.detail || problem.title || response.statusText);
-  }
+  const response = await apiGet(`/api/ecg/streams/${encodeURIComponent(streamId)}/export?format=${format}`);
   const disposition = response.headers.get("Content-Disposition") || "";
   const link = document.createElement("a");
   link.download = /filename="([^"]+)"/.exec(disposition)?.[1] ?? `ecg-${streamId}`;
@@ -82,11 +76,21 @@ async function download(format) {
 
 for (const id of ["ecg-export-dicom", "ecg-export-wfdb"]) {
   $(id).addEventListener("click", (event) => {
-    $("ecg-error").textContent = "";
+    $("ecg-error").textContent = view?.error ?? "";
     download(event.currentTarget.dataset.format).catch((error) => {
       if (view) $("ecg-error").textContent = `Cannot download this ECG: ${error.message}`;
     });
   });
+}
+
+// A GET with the token; a refusal becomes an Error carrying the problem's detail.
+async function apiGet(path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${view.token}` } });
+  if (!response.ok) {
+    const problem = await response.json().catch(() => ({}));
+    throw new Error(problem.detail || problem.title || response.statusText);
+  }
+  return response;
 }
 
 // -- the follow socket ------------------------------------------------------------------------
@@ -148,12 +152,7 @@ function closed(socket, event) {
 }
 
 async function fetchStream() {
-  const response = await fetch(`/api/ecg/streams/${encodeURIComponent(view.streamId)}`, {
-    headers: { Authorization: `Bearer ${view.token}` },
-  });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.detail || body.title || response.statusText);
-  return body;
+  return (await apiGet(`/api/ecg/streams/${encodeURIComponent(view.streamId)}`)).json();
 }
 
 function fail(text) {

@@ -13,8 +13,8 @@ and a stretch without beats is judged once the detector can no longer emit a bea
 
 Typical delays after the event: a beat and its label 0.5-1.3 s; ASYSTOLE ~0.35 s after the
 4 s without a beat (the detector's lookahead and R refinement; plus a search-back's wait when
-the last RR interval was over 2.4 s); STEMI a few beats after the third normal beat that meets the criteria; AF
-and rate episodes ~20-30 beats (centred windows of 25 RR intervals plus smoothing).
+the last RR interval was over 2.4 s); STEMI a few beats after the third normal beat that meets
+the criteria; AF and rate episodes ~20-30 beats (centred windows of 25 RR intervals plus smoothing).
 
 Alerts: STEMI when the running ST medians first meet the criteria (again only after they have
 stopped meeting them); VT at the beat where a run of ventricular beats first has three beats
@@ -41,7 +41,8 @@ from diagnosis.ecg import rhythm as rhythm_mod
 from diagnosis.ecg import st as st_mod
 from diagnosis.ecg import vf as vf_mod
 from diagnosis.ecg.beats import BeatLabeler
-from diagnosis.ecg.qrs import QrsDetector, SampleBuffer
+from diagnosis.ecg.buffers import SampleBuffer
+from diagnosis.ecg.qrs import QrsDetector
 from diagnosis.ecg.record import EcgRecord, canonical_lead
 
 LEAD_OFF = "LEAD_OFF"

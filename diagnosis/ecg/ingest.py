@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diagnosis.ecg.frames import MISSING_SAMPLE, Frame
-from diagnosis.ecg.record import millivolts
+from diagnosis.ecg.record import EcgRecord, millivolts
 
 SATURATED = (-32767, 32767)
 
@@ -42,6 +42,14 @@ class StreamFormat:
         """Stored integers (n, leads) in mV; the "no sample" marker is missing (NaN), as in a
         file's record (as -164 mV it would be a plunge for the analysis to take for a beat)."""
         return millivolts(samples, self.gain, self.baseline, samples == MISSING_SAMPLE)
+
+    def record(self, samples: np.ndarray, sex: str | None = None,
+               age: float | None = None) -> EcgRecord:
+        """Stored integers (n, leads) as a record: the integers as received with their gains
+        and baselines (what an export writes), the "no sample" marker missing."""
+        return EcgRecord.from_digital(samples, self.fs, self.leads, np.asarray(self.gain),
+                                      np.asarray(self.baseline), samples == MISSING_SAMPLE,
+                                      sex=sex, age=age)
 
 
 @dataclass

@@ -16,7 +16,6 @@ import numpy as np
 
 from diagnosis.ecg import streams
 from diagnosis.ecg.analysis import StreamAnalyzer, Update, analyze
-from diagnosis.ecg.frames import MISSING_SAMPLE
 from diagnosis.ecg.ingest import StreamFormat
 from diagnosis.ecg.quality import flag_names
 from diagnosis.ecg.record import EcgRecord
@@ -86,10 +85,7 @@ def stored_record(fmt: StreamFormat, sex: str | None, age: float | None, path: P
                   stored: int) -> EcgRecord:
     """The first `stored` samples of a stream as a record: the integers as received, with
     the gains and baselines they came with; the "no sample" marker is missing."""
-    digital = streams.read_samples(path, len(fmt.leads), 0, stored)
-    return EcgRecord.from_digital(digital, fmt.fs, fmt.leads, np.asarray(fmt.gain),
-                                  np.asarray(fmt.baseline), digital == MISSING_SAMPLE,
-                                  sex=sex, age=age)
+    return fmt.record(streams.read_samples(path, len(fmt.leads), 0, stored), sex, age)
 
 
 def report_for(fmt: StreamFormat, sex: str | None, age: float | None, path: Path,

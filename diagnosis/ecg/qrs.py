@@ -6,12 +6,13 @@ are then judged in time order against adaptive signal and noise levels (Pan & To
 with a T-wave test and a search-back that recovers a weak beat when the rhythm says one is
 missing. Where amplitude cannot tell, shape does: a premature candidate shaped unlike the recent
 beats and no steeper than the last one is an artefact, not an ectopic beat, and search-back only
-takes a candidate shaped like them. Search-back happens at a fixed point in time (once every candidate up to last beat +
-1.66 RR is known) over candidates already known then, so the order of decisions, and every
-result, does not depend on how the stream is chunked: the envelope is a running sum carried
-sample by sample, the filters carry their state, and the same samples give the same bits. An
-accepted beat is never withdrawn: it is final when it is emitted, at most `latency_s` after its
-R peak once the first `learning_s` have been learnt (beats in those wait for the end of them).
+takes a candidate shaped like them. Search-back happens at a fixed point in time (once every
+candidate up to last beat + 1.66 RR is known) over candidates already known then, so the order
+of decisions, and every result, does not depend on how the stream is chunked: the envelope is a
+running sum carried sample by sample, the filters carry their state, and the same samples give
+the same bits. An accepted beat is never withdrawn: it is final when it is emitted, at most
+`latency_s` after its R peak once the first `learning_s` have been learnt (beats in those wait
+for the end of them).
 """
 
 from __future__ import annotations
@@ -26,46 +27,8 @@ from scipy.ndimage import maximum_filter1d
 
 from diagnosis.ecg import filters
 from diagnosis.ecg.beats import AFTER_S, BEFORE_S, best_correlation, detrend
+from diagnosis.ecg.buffers import SampleBuffer
 from diagnosis.ecg.medians import median
-
-
-class SampleBuffer:
-    """The most recent samples of a stream (at least `keep`), addressed by absolute index.
-
-    Appends copy into spare capacity and compact only when it runs out, so the cost per sample
-    stays constant however small the chunks are.
-    """
-
-    def __init__(self, n_channels: int, keep: int) -> None:
-        self.keep = max(int(keep), 1)
-        self._data = np.zeros((max(4 * self.keep, 64), n_channels))
-        self._length = 0
-        self.start = 0
-        """Absolute index of the oldest retained sample."""
-
-    @property
-    def end(self) -> int:
-        """Absolute index one past the newest sample."""
-        return self.start + self._length
-
-    def append(self, chunk: np.ndarray) -> None:
-        chunk = chunk.reshape(len(chunk), self._data.shape[1])
-        if self._length + len(chunk) > len(self._data):
-            drop = max(self._length - self.keep, 0)
-            kept = self._data[drop:self._length]
-            data = np.empty((max(len(self._data), 2 * (len(kept) + len(chunk))),
-                             self._data.shape[1]))
-            data[:len(kept)] = kept
-            self._data, self._length = data, len(kept)
-            self.start += drop
-        self._data[self._length:self._length + len(chunk)] = chunk
-        self._length += len(chunk)
-
-    def window(self, start: int, stop: int) -> np.ndarray:
-        """Samples [start, stop) clipped to what is retained; a view, do not modify."""
-        lo = min(max(start - self.start, 0), self._length)
-        hi = min(max(stop - self.start, lo), self._length)
-        return self._data[lo:hi]
 
 
 @dataclass
@@ -468,7 +431,7 @@ class QrsDetector:
             shapes = detrend(np.array(self._shapes))
             self._templates = np.array([np.add.reduce(shapes) / len(shapes), shapes[-1]])
         length, align = self._before + self._after, self._align
-        start = peak - self._envelope_delay - self._before - align
+        start = self._shape_start(peak) - align
         span = self.clean.window(start, start + length + 2 * align)
         if len(span) < length + 2 * align:
             return None
@@ -477,6 +440,10 @@ class QrsDetector:
         value = best_correlation(detrend(windows), self._templates)
         return value if np.isfinite(value) else None
 
+    def _shape_start(self, peak: int) -> int:
+        """First sample of the shape window of the candidate with this envelope peak."""
+        return peak - self._envelope_delay - self._before
+
     def _accept(self, candidate: _Candidate, accepted: list[tuple[int, int]]) -> None:
         self._levels.add_beat(candidate.amplitudes)
         if self._last is not None:
@@ -484,7 +451,7 @@ class QrsDetector:
             self._rr_median = float(statistics.median(self._rr))  # whole samples: exact
         self._last = candidate
         self._weak = [c for c in self._weak if c.peak > candidate.peak]
-        start = candidate.peak - self._envelope_delay - self._before
+        start = self._shape_start(candidate.peak)
         shape = self.clean.window(start, start + self._before + self._after)
         if len(shape) == self._before + self._after:
             self._shapes = (self._shapes + [shape.copy()])[-self.SHAPE_HISTORY:]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diagnosis.ecg import medians
+from diagnosis.ecg.buffers import BlockFiller
 
 LEAD_OFF = 1
 SATURATED = 2
@@ -214,31 +215,16 @@ class QualityMonitor:
         self.n_leads = n_leads
         self.conf = conf or QualityConf()
         self.block = max(int(round(self.conf.block_s * fs)), 1)
-        self._pending = np.empty((self.block, n_leads))
-        """The block being filled, in place (no copy of what came before with every chunk)."""
-        self._held = 0
+        self._filler = BlockFiller(self.block, n_leads)
         self._start = 0
         """Absolute index of the first pending sample (always a block boundary)."""
 
     def push(self, chunk: np.ndarray) -> list[QualityBlock]:
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1, self.n_leads)
-        first = self.block - self._held
-        self._pending[self._held:self._held + len(chunk)] = chunk[:first]
-        if len(chunk) < first:
-            self._held += len(chunk)
-            return []
-        rest = chunk[first:]
-        n_more = len(rest) // self.block
-        blocks = self._pending[None] if not n_more else np.concatenate(
-            [self._pending, rest[:n_more * self.block]]).reshape(-1, self.block, self.n_leads)
-        judged = self._judge(blocks)
-        tail = rest[n_more * self.block:]
-        self._pending[:len(tail)] = tail
-        self._held = len(tail)
-        return judged
+        return self._judge(self._filler.push(chunk))
 
     def finish(self) -> list[QualityBlock]:
-        tail, self._held = self._pending[:self._held], 0
+        tail = self._filler.drain()
         if len(tail) < self.conf.min_block_fraction * self.block:
             self._start += len(tail)
             return []

@@ -42,8 +42,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from diagnosis.ecg.buffers import SampleBuffer
 from diagnosis.ecg.medians import median
-from diagnosis.ecg.qrs import SampleBuffer
 
 AF, SINUS, BRADY, TACHY = "AF", "SINUS", "BRADY", "TACHY"
 PAUSE, ASYSTOLE, VT, VRUN = "PAUSE", "ASYSTOLE", "VT", "VRUN"

@@ -126,7 +126,8 @@ async def get_samples(request: web.Request) -> web.Response:
 async def get_export(request: web.Request) -> web.Response:
     """The stored recording as a file for a PACS or an analysis tool: DICOM General ECG, or
     WFDB (`.hea` and `.dat` in a zip); the integers as received, with their gains and
-    baselines, so nothing is rounded on the way out. An open stream gives what is stored so far."""
+    baselines, so nothing is rounded on the way out. An open stream gives what is stored so
+    far."""
     caller = await authenticated(request)
     asked = validate(dict(request.query), EXPORT)
     database = request.app[DATABASE]
@@ -134,7 +135,7 @@ async def get_export(request: web.Request) -> web.Response:
     if info.format is None or not info.samples:
         raise ProblemError(409, "Nothing to export", "the stream has no samples yet")
     patient = await database.read(get_patient, info.patient_id)
-    sex, age = await database.read(streams.demographics, info.patient_id)
+    sex, age = streams.demographics(patient)
     path = streams.samples_path(request.app[SETTINGS].data_dir, info.id)
     record = await asyncio.to_thread(stored_record, info.format, sex, age, path, info.samples)
     options = {} if asked["format"] == "wfdb" else {
@@ -186,7 +187,8 @@ async def _analyse(request: web.Request, live: LiveStream, first_sample: int,
         return
     try:
         if live.analysis is None:
-            sex, age = await request.app[DATABASE].read(streams.demographics, live.patient_id)
+            sex, age = streams.demographics(
+                await request.app[DATABASE].read(get_patient, live.patient_id))
             live.analysis = await asyncio.to_thread(LiveAnalysis.resume, receiver.format, sex, age,
                                                     live.file.path, first_sample)
         message = await asyncio.to_thread(live.analysis.push, samples)
@@ -271,7 +273,8 @@ async def ingest(request: web.Request) -> web.WebSocketResponse:
                 break
             continue
         for rejected in result.rejected:
-            await ws.send_json({"type": "error", "code": rejected.code, "message": rejected.message})
+            await ws.send_json({"type": "error", "code": rejected.code,
+                                "message": rejected.message})
         await ws.send_str(json.dumps(_reply(result)))
     return ws
 
@@ -341,7 +344,7 @@ async def get_analysis(request: web.Request) -> web.Response:
     raised = await request.app[DATABASE].read(streams.alerts, info.id)
     if info.format is None or not info.samples:
         return web.json_response({"samples": 0, "alerts_raised": raised})
-    sex, age = await request.app[DATABASE].read(streams.demographics, info.patient_id)
+    sex, age = streams.demographics(await request.app[DATABASE].read(get_patient, info.patient_id))
     report = await asyncio.to_thread(
         report_for, info.format, sex, age,
         streams.samples_path(request.app[SETTINGS].data_dir, info.id), info.samples)

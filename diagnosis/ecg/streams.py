@@ -107,9 +107,8 @@ def record_progress(conn: sqlite3.Connection, stream_id: str, fmt: StreamFormat,
         "updated_at": now_iso()})
 
 
-def demographics(conn: sqlite3.Connection, patient_id: str) -> tuple[str | None, float | None]:
-    """The patient's sex ("M"/"F" or None) and age in years, for the STEMI cut-points."""
-    patient = accounts.get_patient(conn, patient_id)
+def demographics(patient: dict[str, Any]) -> tuple[str | None, float | None]:
+    """A patient row's sex ("M"/"F" or None) and age in years, for the STEMI cut-points."""
     sex = patient["sex"] if patient["sex"] in ("M", "F") else None
     age = None
     if patient.get("birth_date"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from diagnosis.ecg.beats import detrend
+
 
 def with_ventricular_run(signal: np.ndarray, fs: float, beat: int, after: int, beats: int,
                          rate_bpm: float, lead_in_s: float = 0.15) -> np.ndarray:
@@ -22,9 +24,7 @@ def with_ventricular_run(signal: np.ndarray, fs: float, beat: int, after: int, b
     stop = at + beats * cycle
     if start < 0 or start + cycle > len(signal) or at < 1 or stop >= len(signal):
         raise ValueError("the complex or the run does not lie inside the recording")
-    ramp = np.linspace(0.0, 1.0, cycle)[:, None]
-    complex_ = signal[start:start + cycle]
-    complex_ = complex_ - complex_[0] - ramp * (complex_[-1] - complex_[0])
+    complex_ = detrend(signal[start:start + cycle])
     host = np.linspace(0.0, 1.0, stop - at + 1)[:-1, None]
     out = signal.copy()
     out[at:stop] = signal[at - 1] + host * (signal[stop] - signal[at - 1]) \

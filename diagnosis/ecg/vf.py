@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.signal as sps
 
+from diagnosis.ecg.buffers import BlockFiller
 from diagnosis.ecg.filters import StreamingFilter
 
 VF = "VF"
@@ -91,10 +92,9 @@ class VfTracker:
         high = min(self.conf.band_hz[1], 0.45 * fs)
         self._filter = StreamingFilter(
             sps.butter(2, [self.conf.band_hz[0], high], "bandpass", fs=fs, output="sos"), 1)
-        self._pending = np.empty(self.window)
-        """Unfiltered samples of the window being filled: a window is filtered once complete,
-        one filter call per window instead of one per chunk (the same samples either way)."""
-        self._held = 0
+        self._windows = BlockFiller(self.window, 1)
+        """Unfiltered samples: a window is filtered once complete, one filter call per window
+        instead of one per chunk (the same samples either way)."""
         self._next_start = 0
         self._run_start = 0
         self._run_length = 0
@@ -102,18 +102,10 @@ class VfTracker:
 
     def push(self, samples: np.ndarray) -> tuple[list[VfEpisode], list[VfEpisode]]:
         """(episodes that started, episodes that ended) with the samples of this chunk."""
-        samples = np.asarray(samples, dtype=np.float64).reshape(-1)
-        if self._held + len(samples) < self.window:
-            self._pending[self._held:self._held + len(samples)] = samples
-            self._held += len(samples)
+        complete = self._windows.push(np.asarray(samples, dtype=np.float64).reshape(-1, 1))
+        if not len(complete):
             return [], []
-        data = np.concatenate([self._pending[:self._held], samples])
-        count = len(data) // self.window
-        windows = self._filter.process(data[:count * self.window, None])[:, 0].reshape(
-            count, self.window)
-        rest = data[count * self.window:]
-        self._pending[:len(rest)] = rest
-        self._held = len(rest)
+        windows = self._filter.process(complete.reshape(-1, 1))[:, 0].reshape(-1, self.window)
         started, ended = [], []
         for is_vf in vf_windows(windows, self.fs, self.conf):
             start, self._next_start = self._next_start, self._next_start + self.window

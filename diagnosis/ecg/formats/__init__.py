@@ -23,8 +23,7 @@ from diagnosis.ecg.formats.wfdb_io import read_wfdb, save_wfdb
 from diagnosis.ecg.record import EcgRecord
 
 __all__ = ["EXPORT_FORMATS", "EcgFormatError", "detect_format", "export_record", "exported",
-           "read_aecg",
-           "read_dicom", "read_record", "read_wfdb", "save_dicom", "save_wfdb"]
+           "read_aecg", "read_dicom", "read_record", "read_wfdb", "save_dicom", "save_wfdb"]
 
 READERS = {"wfdb": read_wfdb, "dicom": read_dicom, "aecg": read_aecg}
 EXPORT_FORMATS = ("dicom", "wfdb")

@@ -1,0 +1,79 @@
+"""Buffers for streams of (samples, channels) chunks, whose cost per sample stays constant
+however small the chunks are."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SampleBuffer:
+    """The most recent samples of a stream (at least `keep`), addressed by absolute index.
+
+    Appends copy into spare capacity and compact only when it runs out, so the cost per sample
+    stays constant however small the chunks are.
+    """
+
+    def __init__(self, n_channels: int, keep: int) -> None:
+        self.keep = max(int(keep), 1)
+        self._data = np.zeros((max(4 * self.keep, 64), n_channels))
+        self._length = 0
+        self.start = 0
+        """Absolute index of the oldest retained sample."""
+
+    @property
+    def end(self) -> int:
+        """Absolute index one past the newest sample."""
+        return self.start + self._length
+
+    def append(self, chunk: np.ndarray) -> None:
+        chunk = chunk.reshape(len(chunk), self._data.shape[1])
+        if self._length + len(chunk) > len(self._data):
+            drop = max(self._length - self.keep, 0)
+            kept = self._data[drop:self._length]
+            data = np.empty((max(len(self._data), 2 * (len(kept) + len(chunk))),
+                             self._data.shape[1]))
+            data[:len(kept)] = kept
+            self._data, self._length = data, len(kept)
+            self.start += drop
+        self._data[self._length:self._length + len(chunk)] = chunk
+        self._length += len(chunk)
+
+    def window(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) clipped to what is retained; a view, do not modify."""
+        lo = min(max(start - self.start, 0), self._length)
+        hi = min(max(stop - self.start, lo), self._length)
+        return self._data[lo:hi]
+
+
+class BlockFiller:
+    """Cuts a stream into consecutive blocks of `size` samples as they complete.
+
+    The block being filled is kept in place: a chunk costs a copy of itself, not of what came
+    before it.
+    """
+
+    def __init__(self, size: int, n_channels: int) -> None:
+        self.size = size
+        self._pending = np.empty((size, n_channels))
+        self._held = 0
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """The blocks (n, size, n_channels) that `chunk` (samples, n_channels) completes;
+        n is 0 while the current block is still filling."""
+        first = self.size - self._held
+        if len(chunk) < first:
+            self._pending[self._held:self._held + len(chunk)] = chunk
+            self._held += len(chunk)
+            return np.empty((0,) + self._pending.shape)
+        used = first + (len(chunk) - first) // self.size * self.size
+        blocks = np.concatenate([self._pending[:self._held], chunk[:used]])
+        tail = chunk[used:]
+        self._pending[:len(tail)] = tail
+        self._held = len(tail)
+        return blocks.reshape((-1,) + self._pending.shape)
+
+    def drain(self) -> np.ndarray:
+        """The incomplete block's samples (a view, valid until the next push); the filler
+        starts empty again."""
+        held, self._held = self._pending[:self._held], 0
+        return held
