@@ -162,7 +162,8 @@ def cmd_ecg_analyze(args: argparse.Namespace) -> int:
               f"{episode['end'] / report['fs']:9.2f} s")
     for alert in report["alerts"]:
         print(f"ALERT {alert['kind']} at {alert['sample'] / report['fs']:.2f} s"
-              + (f" ({', '.join(alert['leads'])})" if alert["leads"] else ""))
+              + (f" ({', '.join(alert['leads'])})" if alert["leads"] else "")
+              + (f" [{alert['criterion']}]" if alert["criterion"] else ""))
     return 0
 
 

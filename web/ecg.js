@@ -14,6 +14,10 @@ const RHYTHM_LEADS = ["II", "MLII"]; // the usual rhythm strip; otherwise the fi
 const NO_BEAT_S = 4;
 const FLAG_TEXT = { lead_off: "lead off", saturated: "saturated", noise: "noisy", wander: "baseline wander" };
 const ALERT_TEXT = { VT: "VT — ventricular tachycardia", VF: "VF — ventricular fibrillation" };
+// The posterior STEMI equivalent is read from ST depression, not elevation: the banner says so.
+const POSTERIOR_TEXT = "STEMI equivalent, posterior: ST depression with upright T";
+const alertText = (alert) =>
+  alert.criterion === "posterior" ? POSTERIOR_TEXT : ALERT_TEXT[alert.kind] ?? alert.kind;
 const qualityText = (flags) => flags.map((flag) => FLAG_TEXT[flag] ?? flag).join(", ");
 
 let view = null; // the stream being followed
@@ -273,7 +277,8 @@ function showAlerts() {
     const at = view.format ? ` at ${clock(alert.sample / view.format.fs)} of the recording` : "";
     const raised = `, raised ${new Date(alert.raised_at).toLocaleTimeString()}${alert.acknowledged ? " · acknowledged" : ""}`;
     const text = document.createElement("span");
-    text.textContent = `${ALERT_TEXT[alert.kind] ?? alert.kind}${leads}${at}${raised}`;
+    const confirm = alert.criterion === "posterior" ? " (record V7–V9 to confirm)" : "";
+    text.textContent = `${alertText(alert)}${leads}${confirm}${at}${raised}`;
     banner.append(text);
     if (!alert.acknowledged) {
       const acknowledge = document.createElement("button");

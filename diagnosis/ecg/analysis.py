@@ -16,8 +16,8 @@ Typical delays after the event: a beat and its label 0.5-1.3 s; ASYSTOLE ~0.35 s
 the last RR interval was over 2.4 s); STEMI a few beats after the third normal beat that meets
 the criteria; AF and rate episodes ~20-30 beats (centred windows of 25 RR intervals plus smoothing).
 
-Alerts: STEMI when the running ST medians first meet the criteria (again only after they have
-stopped meeting them); VT at the beat where a run of ventricular beats first has three beats
+Alerts: STEMI when the running ST medians first meet the elevation criteria or the posterior
+equivalent (`Alert.criterion` says which; again only after neither has been met); VT at the beat where a run of ventricular beats first has three beats
 over 100 bpm; ASYSTOLE `asystole_s` after the last beat when no beat followed and at least one
 lead carried signal throughout (all leads off is a technical problem, reported as a LEAD_OFF
 rhythm episode instead). A stream that starts in asystole is not recognised: the detector
@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -66,17 +66,32 @@ class Alert:
     kind: str
     sample: int
     leads: tuple[str, ...] = ()
+    criterion: str | None = None
+    """Which criteria a STEMI met: "elevation" or "posterior" (the STEMI equivalent)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "sample": int(self.sample), "leads": list(self.leads),
+                "criterion": self.criterion}
 
 
 @dataclass(frozen=True)
 class StValue:
     """Running per-lead medians after one normal beat, mV (NaN until enough beats)."""
 
+    MEASURES: ClassVar[int] = 5
+    """The per-lead arrays below, tracked side by side in this order."""
+
     sample: int
     deviation_mv: np.ndarray = field(repr=False)
     """ST at J + 60 ms minus PR level."""
     elevation_mv: np.ndarray = field(repr=False)
     """ST segment elevation (the lower of J and J + 60 ms), judged by the STEMI criteria."""
+    depression_mv: np.ndarray = field(repr=False)
+    """The upper of J and J + 60 ms: a depression at both, judged by the posterior criterion."""
+    t_max_mv: np.ndarray = field(repr=False)
+    """The T wave's highest level."""
+    t_dip_mv: np.ndarray = field(repr=False)
+    """The T wave's lowest level minus the J + 60 ms level (how far it dips below the ST)."""
 
 
 @dataclass
@@ -133,8 +148,7 @@ class Report:
             "n_samples": self.n_samples,
             "beats": [{"sample": b.sample, "label": b.label} for b in self.beats],
             "rhythms": [{"start": e.start, "end": e.end, "label": e.label} for e in self.rhythms],
-            "alerts": [{"kind": a.kind, "sample": a.sample, "leads": list(a.leads)}
-                       for a in self.alerts],
+            "alerts": [alert.as_json() for alert in self.alerts],
             "heart_rate": {"mean_bpm": _round(60.0 / np.mean(60.0 / rates), 1) if len(rates)
                            else None,
                            "min_bpm": _round(np.min(rates), 1) if len(rates) else None,
@@ -159,7 +173,7 @@ class StreamAnalyzer:
 
     ST_BATCH = 1
     """Normal beats measured together. Four would save a quarter of the analysis' CPU but hold
-    a STEMI alert back by three beats (~1.26 s from its beat instead of ~0.26 s, over the 1 s
+    a STEMI alert back by three beats (~1.35 s from its beat instead of ~0.35 s, over the 1 s
     the issue allows): alert time wins."""
 
     @dataclass(frozen=True)
@@ -192,11 +206,11 @@ class StreamAnalyzer:
         self._vf_lead = next((self.leads.index(lead) for lead in RHYTHM_LEADS
                               if lead in self.leads), 0)
         self.vf = vf_mod.VfTracker(fs, self.conf.vf)
-        self._st = st_mod.StTracker(2 * n, self.conf.st)
-        """Deviation (J + 60 ms) and elevation (lower of J, J + 60 ms) side by side."""
+        self._st = st_mod.StTracker(StValue.MEASURES * n, self.conf.st)
+        """The `StValue` measures side by side, each `n` leads wide."""
         self._cut_points = st_mod.cut_points_mv(self.leads, sex, age)
         self._stemi = False
-        self._st_queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._st_queue: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._st_queued = 0
         c = self.conf
         self._pre = int(round(c.st.pre_s * fs))
@@ -351,14 +365,14 @@ class StreamAnalyzer:
                                               if p + self._post <= self._end]
         if not ready:
             if at_end:
-                self._measure_st(np.empty(0, np.int64), [], np.empty((0, 0, 0)),
+                self._measure_st(np.empty(0, np.int64), [], np.empty(0), np.empty((0, 0, 0)),
                                  np.empty((0, 0, 0)), update, at_end)
             return
         self._pending = self._pending[len(ready):]
         peaks = np.asarray(ready, dtype=np.int64)
         clean = self._windows(self.detector.clean, peaks)
         raw = self._windows(self._raw, peaks)
-        labels, beats = [], []
+        labels, beats, rrs = [], [], []
         c = self.conf
         fs = self.fs
         for i, peak in enumerate(peaks.tolist()):
@@ -375,9 +389,10 @@ class StreamAnalyzer:
                               60.0 * len(average) / math.fsum(average) if average
                               else float("nan")))
             labels.append(label)
+            rrs.append(rr_s)
             self._peaks = history[-(max(c.label_rr_beats, c.hr_average_beats) + 1):]
         update.beats += beats
-        self._measure_st(peaks, labels, clean, raw, update, at_end)
+        self._measure_st(peaks, labels, np.array(rrs), clean, raw, update, at_end)
         first, last = (int(round(s * self.fs)) for s in rhythm_mod.PRE_QRS_S)
         episodes, alerts = self.rhythm.add(peaks, labels,
                                            clean[:, self._pre - first:self._pre - last])
@@ -398,33 +413,48 @@ class StreamAnalyzer:
             return data[None]
         return data[(peaks - lo)[:, None] + self._window_offsets]
 
-    def _measure_st(self, peaks: np.ndarray, labels: list[str], clean: np.ndarray,
-                    raw: np.ndarray, update: Update, at_end: bool) -> None:
+    def _measure_st(self, peaks: np.ndarray, labels: list[str], rr_s: np.ndarray,
+                    clean: np.ndarray, raw: np.ndarray, update: Update, at_end: bool) -> None:
         """Queue the normal beats; measure them `ST_BATCH` at a time (the same values, a few
         beats later, for a fraction of the per-call cost)."""
         normal = [i for i, label in enumerate(labels) if label == "N"]
         if normal:
             if len(normal) == len(labels):
-                self._st_queue.append((peaks, clean, raw))
+                self._st_queue.append((peaks, rr_s, clean, raw))
             else:
-                self._st_queue.append((peaks[normal], clean[normal], raw[normal]))
+                self._st_queue.append((peaks[normal], rr_s[normal], clean[normal], raw[normal]))
             self._st_queued += len(normal)
         if not self._st_queue or (self._st_queued < self.ST_BATCH and not at_end):
             return
-        peaks, clean, raw = self._st_queue[0] if len(self._st_queue) == 1 else (
+        peaks, rr_s, clean, raw = self._st_queue[0] if len(self._st_queue) == 1 else (
             np.concatenate(parts) for parts in zip(*self._st_queue))
         self._st_queue, self._st_queued = [], 0
-        onset, j_point = st_mod.fiducials(clean, self._pre, self.fs, self.conf.st)
-        at_j, later = st_mod.st_levels(raw, onset, j_point, self.fs, self.conf.st)
-        medians = self._st.add(np.concatenate([later, np.minimum(at_j, later)], axis=1))
-        n = len(self.leads)
+        conf = self.conf.st
+        onset, j_point = st_mod.fiducials(clean, self._pre, self.fs, conf)
+        levels = st_mod.st_levels(raw, onset, j_point,
+                                  st_mod.t_stops(rr_s, self._pre, self.fs, conf), self.fs, conf)
+        medians = self._st.add(np.concatenate([
+            levels.later, np.minimum(levels.at_j, levels.later),
+            np.maximum(levels.at_j, levels.later), levels.t_max, levels.t_min - levels.later],
+            axis=1))
+        rows = medians.reshape(len(medians), StValue.MEASURES, len(self.leads))
         for k, sample in enumerate(peaks.tolist()):
-            elevation = medians[k, n:]
-            update.st.append(StValue(sample, medians[k, :n], elevation))
-            leads = st_mod.stemi_leads(elevation, self.leads, self._cut_points)
-            if leads and not self._stemi:
-                update.alerts.append(Alert("STEMI", sample, tuple(leads)))
-            self._stemi = bool(leads)
+            value = StValue(sample, *rows[k])
+            update.st.append(value)
+            self._judge_stemi(value, update)
+
+    def _judge_stemi(self, value: StValue, update: Update) -> None:
+        """A STEMI alert when the criteria, or failing them the posterior equivalent, are first
+        met (again only after neither has been met for a beat)."""
+        criterion = "elevation"
+        leads = st_mod.stemi_leads(value.elevation_mv, self.leads, self._cut_points)
+        if not leads:
+            criterion = "posterior"
+            leads = st_mod.posterior_leads(value.depression_mv, value.t_max_mv, value.t_dip_mv,
+                                           self.leads)
+        if leads and not self._stemi:
+            update.alerts.append(Alert("STEMI", value.sample, tuple(leads), criterion))
+        self._stemi = bool(leads)
 
 
 def analyze(record: EcgRecord, conf: StreamAnalyzer.Conf | None = None,

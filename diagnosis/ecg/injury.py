@@ -1,6 +1,6 @@
-"""A current of injury added to a real recording: how STEMI detection is validated here (tests,
-the alert-latency bench), since the shared data's one infarct record does not meet the
-criteria by measurement. The ST segment of the chosen leads is lifted from just before each R
+"""A current of injury added to a real recording: how the STEMI elevation criteria are validated
+here (tests, the alert-latency bench), since the shared data's one infarct record meets only
+the posterior equivalent. The ST segment of the chosen leads is lifted from just before each R
 peak (so it is fully there at the J point) through the T wave, back to the baseline 400 ms
 after R; the PR segment, the reference ST is measured against, is untouched."""
 

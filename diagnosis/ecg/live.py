@@ -67,7 +67,7 @@ class LiveAnalysis:
             "rhythms": [{"start": e.start, "end": e.end, "label": e.label}
                         for e in update.rhythms],
             "rhythm_now": None if now is None else {"label": now.label, "since": now.start},
-            "alerts": [alert_json(a.kind, a.sample, a.leads) for a in update.alerts],
+            "alerts": [alert.as_json() for alert in update.alerts],
             "st_mv": None if last_st is None else {
                 lead: _number(v) for lead, v in zip(self.leads, last_st)},
             "quality": None if last_quality is None else {
@@ -75,10 +75,6 @@ class LiveAnalysis:
                        "flags": flag_names(last_quality.flags[i])}
                 for i, lead in enumerate(self.leads)},
         }
-
-
-def alert_json(kind: str, sample: int, leads: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    return {"kind": kind, "sample": int(sample), "leads": list(leads)}
 
 
 def stored_record(fmt: StreamFormat, sex: str | None, age: float | None, path: Path,

@@ -20,8 +20,17 @@ J + 60 ms only is the up-slope into a tall T wave (early repolarisation in young
 wave reached early at fast rates), which at J + 60 ms alone flagged three of the 22 CinC 2021
 records without an ischaemia code; a level high at J only is a J wave. Cut-points: 1 mm
 (0.1 mV) everywhere except V2-V3, where it is 2 mm for men of 40 or more, 2.5 mm for men under
-40 and 1.5 mm for women. Only records with
-all twelve standard leads are evaluated (the criteria are defined on the 12-lead ECG).
+40 and 1.5 mm for women.
+
+Posterior (infero-basal) STEMI equivalent: the Fourth Universal Definition reads ST depression
+in V1-V3 as ischaemia, "especially when the terminal T wave is positive (ST-elevation
+equivalent)", to be confirmed in V7-V9, which a standard 12-lead lacks. Here: horizontal or
+downsloping depression of at least 0.5 mm (its ischaemia cut-point; at J and at J + 60 ms
+both, so the up-sloping J-point depression of a fast rate is not it) in two contiguous leads
+of V1-V3, each with an upright T wave: at least 1 mm above the PR level and nowhere more than
+1 mm below the ST level at J + 60 ms (an inverted T wave, as in anterior ischaemia, dips there).
+Only records with all twelve standard leads are evaluated (the criteria are defined on the
+12-lead ECG).
 """
 
 from __future__ import annotations
@@ -42,6 +51,11 @@ CONTIGUOUS = (("V1", "V2"), ("V2", "V3"), ("V3", "V4"), ("V4", "V5"), ("V5", "V6
 """Anatomically contiguous pairs: neighbouring precordial leads; the lateral limb leads I and
 aVL; the inferior leads in Cabrera order II, aVF, III (II-aVF and aVF-III)."""
 V2_V3 = ("V2", "V3")
+POSTERIOR = (("V1", "V2"), ("V2", "V3"))
+"""Contiguous pairs of the leads facing the posterior wall's mirror image."""
+DEPRESSION_CUT_MV = 0.05
+T_UPRIGHT_MV = 0.1
+"""An upright T wave rises this far above the PR level and never dips this far below the ST."""
 
 
 def v2_v3_cut_point_mm(sex: str | None, age: float | None) -> float:
@@ -82,7 +96,28 @@ def stemi_leads(st_mv: np.ndarray, leads: tuple[str, ...], cut_points: np.ndarra
                                                  np.asarray(cut_points).tolist()) if value >= cut}
     if len(elevated) < 2:
         return []
-    hit = {lead for pair in CONTIGUOUS if set(pair) <= elevated for lead in pair}
+    return _contiguous(elevated, CONTIGUOUS, leads)
+
+
+def posterior_leads(depression_mv: np.ndarray, t_max_mv: np.ndarray, t_dip_mv: np.ndarray,
+                    leads: tuple[str, ...]) -> list[str]:
+    """The V1-V3 leads with the posterior STEMI equivalent (ST depression, upright T wave)
+    together with a contiguous one, in record order. `depression_mv` is the upper of the J and
+    J + 60 ms levels, `t_max_mv` the T wave's highest level and `t_dip_mv` its lowest minus
+    the J + 60 ms level (all against the PR level)."""
+    if not has_twelve_leads(leads):
+        return []
+    shown = {lead for lead, depression, t_max, t_dip in zip(
+        leads, np.asarray(depression_mv).tolist(), np.asarray(t_max_mv).tolist(),
+        np.asarray(t_dip_mv).tolist())
+        if depression <= -DEPRESSION_CUT_MV and t_max >= T_UPRIGHT_MV and t_dip > -T_UPRIGHT_MV}
+    return _contiguous(shown, POSTERIOR, leads)
+
+
+def _contiguous(meeting: set[str], pairs: tuple[tuple[str, str], ...],
+                leads: tuple[str, ...]) -> list[str]:
+    """The leads of `meeting` that have a neighbour in `meeting`, in record order."""
+    hit = {lead for pair in pairs if set(pair) <= meeting for lead in pair}
     return [lead for lead in leads if lead in hit]
 
 
@@ -90,9 +125,9 @@ def stemi_leads(st_mv: np.ndarray, leads: tuple[str, ...], cut_points: np.ndarra
 class StConf:
     pre_s: float = 0.25
     """Beat window before R: the QRS onset and PR segment are searched in it."""
-    post_s: float = 0.32
-    """Beat window after R: J point (at most `max_j_s` after R) plus 60 ms plus half the
-    averaging window."""
+    post_s: float = 0.40
+    """Beat window after R: the J point (at most `max_j_s` after R) plus 60 ms plus half the
+    averaging window, and the T wave up to `t_end_s`."""
     j_offset_s: float = 0.06
     average_s: float = 0.02
     smooth_s: float = 0.012
@@ -106,13 +141,19 @@ class StConf:
     max_j_s: float = 0.20
     default_j_s: float = 0.08
     """J point when no quiet stretch follows the QRS (ST merging into T at fast rates)."""
+    t_end_s: float = 0.40
+    """The T wave is looked at up to this long after R, or `t_rr_fraction` of the RR interval
+    before the beat if shorter (at fast rates the next P wave comes sooner)."""
+    t_rr_fraction: float = 0.6
     history: int = 8
     min_beats: int = 3
 
     def __post_init__(self) -> None:
         checks = {
             "window": self.pre_s > self.max_onset_s + self.average_s
-            and self.post_s >= self.max_j_s + self.j_offset_s + self.average_s / 2,
+            and self.post_s >= self.max_j_s + self.j_offset_s + self.average_s / 2
+            and self.post_s >= self.t_end_s,
+            "t_wave": self.t_end_s > self.j_offset_s and 0 < self.t_rr_fraction < 1,
             "slope_fraction": 0 < self.slope_fraction < 1,
             "quiet_s": self.quiet_s > 0 and self.average_s > 0 and self.smooth_s >= 0,
             "history": 1 <= self.min_beats <= self.history,
@@ -216,14 +257,34 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
     return onset.astype(np.int64, copy=False), j_point.astype(np.int64, copy=False)
 
 
-def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, fs: float,
-              conf: StConf = StConf()) -> tuple[np.ndarray, np.ndarray]:
-    """ST level at the J point and at J + 60 ms, each minus the PR level: two (n_beats,
-    n_leads) arrays in mV from unfiltered beat windows `raw` (n_beats, window, n_leads);
-    NaN where a level's samples are missing."""
+@dataclass(frozen=True)
+class Levels:
+    """Per beat and lead, mV against the beat's PR level; NaN where samples are missing."""
+
+    at_j: np.ndarray
+    later: np.ndarray
+    """At J + 60 ms: the ST deviation."""
+    t_max: np.ndarray
+    """The highest level of the T wave (after the J + 60 ms average, to the T window's end)."""
+    t_min: np.ndarray
+    """Its lowest level."""
+
+
+def t_stops(rr_s: np.ndarray, r_index: int, fs: float, conf: StConf = StConf()) -> np.ndarray:
+    """Per beat, one past the T window's last sample (index into the beat window), from the
+    RR interval before each beat (NaN: unknown, `t_end_s`)."""
+    seconds = np.fmin(conf.t_end_s, conf.t_rr_fraction * np.asarray(rr_s, dtype=np.float64))
+    return r_index + np.round(seconds * fs).astype(np.int64)
+
+
+def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, t_stop: np.ndarray,
+              fs: float, conf: StConf = StConf()) -> Levels:
+    """The ST levels at the J point and at J + 60 ms and the T wave's extremes, from
+    unfiltered beat windows `raw` (n_beats, window, n_leads) whose T windows end at `t_stop`."""
     n_beats, length, n_leads = raw.shape
     if not n_beats:
-        return np.empty((0, n_leads)), np.empty((0, n_leads))
+        empty = np.empty((0, n_leads))
+        return Levels(empty, empty, empty, empty)
     width = _samples(conf.average_s, fs)
     at_j = j_point - width // 2
     # Where the three averages start, per beat: PR level, J, J + 60 ms; gathered in one go.
@@ -231,7 +292,19 @@ def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, fs: float
     index = np.minimum(np.maximum(first[:, :, None] + np.arange(width), 0), length - 1)
     levels = raw[np.arange(n_beats)[:, None, None], index].sum(axis=2) / width  # the means
     baseline = levels[:, 0]
-    return levels[:, 1] - baseline, levels[:, 2] - baseline
+    # The T window, from the end of the J + 60 ms average to `t_stop`, gathered at a common
+    # length with each beat's own last sample repeated (which changes no extreme).
+    t_start = first[:, 2] + width
+    t_last = np.minimum(t_stop, length) - 1
+    steps = np.arange(max(int((t_last - t_start).max()) + 1, 1))
+    index = np.minimum(t_start[:, None] + steps, t_last[:, None])
+    t_wave = raw[np.arange(n_beats)[:, None], index]    # (n_beats, steps, n_leads)
+    t_max = np.maximum.reduce(t_wave, axis=1) - baseline
+    t_min = np.minimum.reduce(t_wave, axis=1) - baseline
+    empty = t_last < t_start
+    if empty.any():
+        t_max[empty] = t_min[empty] = np.nan
+    return Levels(levels[:, 1] - baseline, levels[:, 2] - baseline, t_max, t_min)
 
 
 class StTracker:

@@ -119,16 +119,18 @@ def demographics(patient: dict[str, Any]) -> tuple[str | None, float | None]:
 
 def record_alerts(conn: sqlite3.Connection, stream_id: str, alerts: list[dict[str, Any]]) -> None:
     for alert in alerts:
-        conn.execute("INSERT OR IGNORE INTO ecg_alerts (stream_id, kind, sample, leads, raised_at)"
-                     " VALUES (?, ?, ?, ?, ?)", (stream_id, alert["kind"], alert["sample"],
-                                                 json.dumps(alert["leads"]), now_iso()))
+        conn.execute("INSERT OR IGNORE INTO ecg_alerts"
+                     " (stream_id, kind, sample, leads, criterion, raised_at)"
+                     " VALUES (?, ?, ?, ?, ?, ?)",
+                     (stream_id, alert["kind"], alert["sample"], json.dumps(alert["leads"]),
+                      alert["criterion"], now_iso()))
 
 
 def alerts(conn: sqlite3.Connection, stream_id: str) -> list[dict[str, Any]]:
     """Alerts raised while the stream was received, with when they were raised."""
     return [{"kind": r["kind"], "sample": r["sample"], "leads": json.loads(r["leads"]),
-             "raised_at": r["raised_at"]} for r in conn.execute(
-        "SELECT kind, sample, leads, raised_at FROM ecg_alerts WHERE stream_id = ?"
+             "criterion": r["criterion"], "raised_at": r["raised_at"]} for r in conn.execute(
+        "SELECT kind, sample, leads, criterion, raised_at FROM ecg_alerts WHERE stream_id = ?"
         " ORDER BY sample, kind", (stream_id,))]
 
 

@@ -5,7 +5,8 @@ STEMI, and lead V6 disconnected, through the real sender at twice real time. The
 following it sees the tracing drawn as it comes, every beat marked as the analysis labels it,
 its heart rate, rhythm, ST and lead quality, and the STEMI alert as a banner until they
 acknowledge it; an expert who opens the stream afterwards sees the alert too. Following a stream
-that does not exist says so; a dropped follow socket is followed again."""
+that does not exist says so; a dropped follow socket is followed again; a posterior STEMI
+equivalent (PTB s0010_re) is told apart from an elevation STEMI."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import uuid
 import aiohttp
 import numpy as np
 import pytest
+import wfdb
 from playwright.async_api import Page, WebSocketRoute
 
 from diagnosis.ecg import analysis
@@ -213,4 +215,35 @@ async def test_a_dropped_follow_socket_is_followed_again(world, browser, stemi):
     await expert.wait_for_function(f"{STATE}.samples === 2000")
     await ingest.close()
     assert await expert.inner_text("#ecg-error") == ""
+    assert errors == []
+
+
+async def test_a_posterior_stemi_equivalent_is_named_as_such(world, browser, shared_data):
+    """The first 8 s of PTB s0010_re, streamed before the expert opens it: the banner says the
+    STEMI is read from ST depression with upright T waves in V2-V3 and asks for V7-V9."""
+    record = wfdb.rdrecord(str(shared_data / "ecg" / "ptb" / "s0010_re"), physical=False,
+                           sampto=8000)
+    samples = record.d_signal.astype(np.int16)
+    consult = await world.request_consult()
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient, "consult_id": consult["id"]},
+                               expect=201)
+    stream = uuid.UUID(created["id"])
+    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}", headers=world.auth("clinician"))
+    assert (await ingest.receive_json())["type"] == "ready"
+    per_frame = 500
+    for seq in range(len(samples) // per_frame):
+        await ingest.send_bytes(encode(Frame(
+            stream, seq, seq * per_frame, record.fs, tuple(record.sig_name),
+            tuple(record.adc_gain), samples[seq * per_frame:(seq + 1) * per_frame])))
+        assert (await ingest.receive_json())["ack"] == seq
+    await ingest.close()
+    errors: list[str] = []
+    expert = await new_page(browser, errors)
+    await open_ecg(expert, world, "cardiologist", str(stream))
+    banner = ".ecg-alert[data-kind='STEMI']"
+    await expert.wait_for_selector(banner)
+    assert (await expert.inner_text(banner)).startswith(
+        "STEMI equivalent, posterior: ST depression with upright T in V2, V3"
+        " (record V7–V9 to confirm) at 0:02.1 of the recording")
     assert errors == []

@@ -263,7 +263,9 @@ def check_document(doc: dict, record) -> None:
     assert doc["rhythms"] and all(set(e) == {"start", "end", "label"}
                                   and 0 <= e["start"] < e["end"] <= record.n_samples
                                   for e in doc["rhythms"])
-    assert all(set(a) == {"kind", "sample", "leads"} and isinstance(a["leads"], list)
+    assert all(set(a) == {"kind", "sample", "leads", "criterion"}
+               and isinstance(a["leads"], list)
+               and (a["criterion"] in ("elevation", "posterior")) == (a["kind"] == "STEMI")
                for a in doc["alerts"])
     assert set(doc["st_mv"]) == set(record.leads) and set(doc["quality"]) == set(record.leads)
 
@@ -281,6 +283,8 @@ def test_cli_prints_the_report_as_json(ecg_dir: Path, capsys, name: str) -> None
         assert [e["label"] for e in doc["rhythms"]] == ["SINUS"] and doc["alerts"] == []
     else:
         assert doc["fs"] == 1000.0 and len(doc["leads"]) == 15
+        assert [(a["kind"], a["leads"], a["criterion"]) for a in doc["alerts"]] == [
+            ("STEMI", ["V2", "V3"], "posterior")]
 
 
 def test_cli_summary_and_errors(ecg_dir: Path, capsys, tmp_path: Path,

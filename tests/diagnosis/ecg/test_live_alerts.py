@@ -1,6 +1,7 @@
 """Live analysis over the real server: an ambulance stream whose heart stops raises an ASYSTOLE
 alert at the following expert within a second of the sample that settles it, the alert is kept
-with the recording, and a garbage stretch does not stop the analysis."""
+with the recording, and a garbage stretch does not stop the analysis; a streamed infarct's
+STEMI alert says which criteria it met, live and as stored."""
 
 from __future__ import annotations
 
@@ -173,3 +174,44 @@ def test_samples_the_monitor_marks_missing_are_missing_to_the_analysis(shared_da
     path.write_bytes(stored.astype("<i2").tobytes())
     assert report_for(fmt, None, None, path, len(stored)) == expected.as_json()
     assert streams.read_samples(path, 2).tolist() == stored.tolist()   # kept as sent
+
+
+async def test_a_streamed_infarct_raises_a_posterior_stemi_alert(world, shared_data):
+    """The first 8 s of PTB s0010_re (the posterior STEMI equivalent, see test_st) as a
+    monitor sends them: the expert is told it is the posterior criterion, in V2 and V3, and
+    the stored alert says so too."""
+    record = wfdb.rdrecord(str(shared_data / "ecg" / "ptb" / "s0010_re"), physical=False,
+                           sampto=8000)
+    samples = record.d_signal.astype(np.int16)
+    leads = tuple(record.sig_name)
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient}, expect=201)
+    stream = uuid.UUID(created["id"])
+    follower = await world.client.ws_connect(f"/ecg/follow/{stream}")
+    await follower.send_json({"type": "follow", "token": world.tokens["clinician"]})
+    assert (await follower.receive_json(timeout=5))["type"] == "stream"
+    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}",
+                                           headers=world.auth("clinician"))
+    assert (await ingest.receive_json())["type"] == "ready"
+    per_frame = 250
+    count = len(samples) // per_frame
+    for seq in range(count):
+        frame = Frame(stream, seq, seq * per_frame, 1000.0, leads, tuple(record.adc_gain),
+                      samples[seq * per_frame:(seq + 1) * per_frame], end=seq == count - 1)
+        await ingest.send_bytes(encode(frame))
+        assert (await ingest.receive_json())["ack"] == seq
+    alerts = []
+    while True:
+        message = await follower.receive_json(timeout=20)
+        if message["type"] == "analysis":
+            alerts += message["alerts"]
+        elif message.get("complete"):
+            break
+    await ingest.close()
+    await follower.close()
+    assert [(a["kind"], a["leads"], a["criterion"]) for a in alerts] == [
+        ("STEMI", ["V2", "V3"], "posterior")]
+    stored = await world.call("GET", f"/api/ecg/streams/{stream}/analysis", "clinician",
+                              expect=200)
+    assert [(a["kind"], a["sample"], a["criterion"]) for a in stored["alerts_raised"]] == [
+        ("STEMI", alerts[0]["sample"], "posterior")]
