@@ -69,6 +69,18 @@ async def open_ecg(page: Page, world, username: str, stream_id: str) -> None:
     await page.wait_for_selector("#ecg:not([hidden])")
 
 
+async def consult_stream(world) -> tuple[uuid.UUID, aiohttp.ClientWebSocketResponse]:
+    """A new ECG stream attached to a new consult, and the monitor's ingest socket on it."""
+    consult = await world.request_consult()
+    created = await world.call("POST", "/api/ecg/streams", "clinician",
+                               json={"patient_id": world.patient, "consult_id": consult["id"]},
+                               expect=201)
+    stream = uuid.UUID(created["id"])
+    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}", headers=world.auth("clinician"))
+    assert (await ingest.receive_json())["type"] == "ready"
+    return stream, ingest
+
+
 def base_url(world) -> str:
     return str(world.client.make_url("/")).rstrip("/")
 
@@ -179,13 +191,7 @@ async def test_following_a_stream_that_does_not_exist_says_so(world, browser):
 async def test_a_dropped_follow_socket_is_followed_again(world, browser, stemi):
     """The follow socket closes under the page (1001, as when a server restarts) while the
     stream runs: the page says so, follows again, and goes on drawing what comes next."""
-    consult = await world.request_consult()
-    created = await world.call("POST", "/api/ecg/streams", "clinician",
-                               json={"patient_id": world.patient, "consult_id": consult["id"]},
-                               expect=201)
-    stream = uuid.UUID(created["id"])
-    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}", headers=world.auth("clinician"))
-    assert (await ingest.receive_json())["type"] == "ready"
+    stream, ingest = await consult_stream(world)
     per_frame = 125
 
     async def send(seqs: range) -> None:
@@ -224,13 +230,7 @@ async def test_a_posterior_stemi_equivalent_is_named_as_such(world, browser, sha
     record = wfdb.rdrecord(str(shared_data / "ecg" / "ptb" / "s0010_re"), physical=False,
                            sampto=8000)
     samples = record.d_signal.astype(np.int16)
-    consult = await world.request_consult()
-    created = await world.call("POST", "/api/ecg/streams", "clinician",
-                               json={"patient_id": world.patient, "consult_id": consult["id"]},
-                               expect=201)
-    stream = uuid.UUID(created["id"])
-    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}", headers=world.auth("clinician"))
-    assert (await ingest.receive_json())["type"] == "ready"
+    stream, ingest = await consult_stream(world)
     per_frame = 500
     for seq in range(len(samples) // per_frame):
         await ingest.send_bytes(encode(Frame(

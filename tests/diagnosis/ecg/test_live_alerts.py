@@ -36,10 +36,22 @@ def arrest(shared_data) -> np.ndarray:
     return np.concatenate([samples[:int(FS * 30)], flat, samples[int(FS * 30):]])
 
 
-async def test_an_asystole_alert_reaches_the_expert_within_a_second(world, arrest):
+async def new_stream(world) -> uuid.UUID:
     created = await world.call("POST", "/api/ecg/streams", "clinician",
                                json={"patient_id": world.patient}, expect=201)
-    stream = uuid.UUID(created["id"])
+    return uuid.UUID(created["id"])
+
+
+async def ingest_socket(world, stream: uuid.UUID):
+    """The monitor's ingest socket on `stream`, past its "ready"."""
+    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}",
+                                           headers=world.auth("clinician"))
+    assert (await ingest.receive_json())["type"] == "ready"
+    return ingest
+
+
+async def test_an_asystole_alert_reaches_the_expert_within_a_second(world, arrest):
+    stream = await new_stream(world)
     follower = await world.client.ws_connect(f"/ecg/follow/{stream}")
     await follower.send_json({"type": "follow", "token": world.tokens["clinician"]})
     assert (await follower.receive_json(timeout=5))["type"] == "stream"
@@ -55,9 +67,7 @@ async def test_an_asystole_alert_reaches_the_expert_within_a_second(world, arres
                 return
 
     reading = asyncio.create_task(follow())
-    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}",
-                                           headers=world.auth("clinician"))
-    assert (await ingest.receive_json())["type"] == "ready"
+    ingest = await ingest_socket(world, stream)
     sent_at: list[float] = []
     count = len(arrest) // FRAME
     for seq in range(count):
@@ -99,12 +109,8 @@ async def test_a_failing_analysis_never_stops_the_ingest(world, arrest, monkeypa
         raise RuntimeError("injected analysis failure")
 
     monkeypatch.setattr(LiveAnalysis, "push", broken)
-    created = await world.call("POST", "/api/ecg/streams", "clinician",
-                               json={"patient_id": world.patient}, expect=201)
-    stream = uuid.UUID(created["id"])
-    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}",
-                                           headers=world.auth("clinician"))
-    assert (await ingest.receive_json())["type"] == "ready"
+    stream = await new_stream(world)
+    ingest = await ingest_socket(world, stream)
     count = 20
     for seq in range(count):
         frame = Frame(stream, seq, seq * FRAME, FS, ("MLII", "V5"), (200.0, 200.0),
@@ -184,15 +190,11 @@ async def test_a_streamed_infarct_raises_a_posterior_stemi_alert(world, shared_d
                            sampto=8000)
     samples = record.d_signal.astype(np.int16)
     leads = tuple(record.sig_name)
-    created = await world.call("POST", "/api/ecg/streams", "clinician",
-                               json={"patient_id": world.patient}, expect=201)
-    stream = uuid.UUID(created["id"])
+    stream = await new_stream(world)
     follower = await world.client.ws_connect(f"/ecg/follow/{stream}")
     await follower.send_json({"type": "follow", "token": world.tokens["clinician"]})
     assert (await follower.receive_json(timeout=5))["type"] == "stream"
-    ingest = await world.client.ws_connect(f"/ecg/ingest/{stream}",
-                                           headers=world.auth("clinician"))
-    assert (await ingest.receive_json())["type"] == "ready"
+    ingest = await ingest_socket(world, stream)
     per_frame = 250
     count = len(samples) // per_frame
     for seq in range(count):
