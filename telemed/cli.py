@@ -22,6 +22,9 @@ from telemed.settings import Settings, SettingsError, load_settings
 from telemed.store import Conflict, NotFound, accounts
 from telemed.store.database import connect
 
+STEMI_CRITERIA = {"elevation": "ST elevation",
+                  "posterior": "posterior equivalent, ST depression with upright T"}
+
 
 def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
     return load_settings(flags={"data_dir": args.data, **flags}, config_file=args.config)
@@ -163,7 +166,7 @@ def cmd_ecg_analyze(args: argparse.Namespace) -> int:
     for alert in report["alerts"]:
         print(f"ALERT {alert['kind']} at {alert['sample'] / report['fs']:.2f} s"
               + (f" ({', '.join(alert['leads'])})" if alert["leads"] else "")
-              + (f" [{alert['criterion']}]" if alert["criterion"] else ""))
+              + (f": {STEMI_CRITERIA[alert['criterion']]}" if alert["criterion"] else ""))
     return 0
 
 

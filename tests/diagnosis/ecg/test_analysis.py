@@ -297,6 +297,9 @@ def test_cli_summary_and_errors(ecg_dir: Path, capsys, tmp_path: Path,
                                      vt.leads, vt.gain, np.zeros(2))
     assert main(["ecg", "analyze", str(export_record(spliced, tmp_path / "vt.hea"))]) == 0
     assert "ALERT VT" in capsys.readouterr().out
+    assert main(["ecg", "analyze", str(ecg_dir / "ptb" / "s0010_re.hea")]) == 0
+    assert ("ALERT STEMI at 2.11 s (V2, V3): posterior equivalent, ST depression with upright T"
+            in capsys.readouterr().out)
     assert main(["ecg", "analyze", str(tmp_path / "missing.hea"), "--json"]) == 2
     assert "error: cannot read" in capsys.readouterr().err
 
