@@ -4,15 +4,15 @@ The leads' QRS-band energies are summed and smoothed into one envelope; every lo
 the envelope over +-refractory is a candidate, known `refractory_s` after it happens. Candidates
 are then judged in time order against adaptive signal and noise levels (Pan & Tompkins 1985),
 with a T-wave test and a search-back that recovers a weak beat when the rhythm says one is
-missing. Where amplitude cannot tell, shape does: a premature candidate shaped unlike the recent
-beats and no steeper than the last one is an artefact, not an ectopic beat, and search-back only
-takes a candidate shaped like them. Search-back happens at a fixed point in time (once every
-candidate up to last beat + 1.66 RR is known) over candidates already known then, so the order
-of decisions, and every result, does not depend on how the stream is chunked: the envelope is a
-running sum carried sample by sample, the filters carry their state, and the same samples give
-the same bits. An accepted beat is never withdrawn: it is final when it is emitted, at most
-`latency_s` after its R peak once the first `learning_s` have been learnt (beats in those wait
-for the end of them).
+missing. Where amplitude cannot tell, shape does: a premature candidate no steeper than the last
+beat that is shaped unlike the recent beats, or drawn out over its surroundings, is an
+artefact, not an ectopic beat, and search-back only takes a candidate shaped like them.
+Search-back happens at a fixed point in time (once every candidate up to last beat + 1.66 RR is
+known) over candidates already known then, so the order of decisions, and every result, does
+not depend on how the stream is chunked: the envelope is a running sum carried sample by sample,
+the filters carry their state, and the same samples give the same bits. An accepted beat is
+never withdrawn: it is final when it is emitted, at most `latency_s` after its R peak once the
+first `learning_s` have been learnt (beats in those wait for the end of them).
 """
 
 from __future__ import annotations
@@ -164,8 +164,19 @@ class QrsDetector:
         least 1.44x as steep; the motion artefacts and T waves that passed the levels early are
         at most 0.96x and correlate -0.07 to 0.41 with the beats, while true early beats no
         steeper than 1.2x correlate at least 0.64 (a noise burst in CPSC 2019 01575, 0.67, and
-        the T waves of 00513, which its small QS complexes resemble, are beyond any shape
-        threshold)."""
+        waves in 00513's noisy start, which its small QS complexes resemble, 0.74 and 0.82, are
+        beyond any shape threshold: `foreign_prominence` takes them)."""
+        foreign_prominence: float = 2.5
+        """A premature candidate no steeper than the last beat whose envelope peak is under this
+        many times the envelope's median over [-0.3 s, +refractory] is an artefact whatever its
+        shape: a QRS is a short burst of energy, a noise burst or a T wave in a noisy stretch
+        is drawn out. On the shared records the premature, no steeper candidates above the
+        levels are 123 true beats at 3.44x and more (CPSC 2021 35_6 9996; next CPSC 2019 01044,
+        4.08x) and 8 artefacts at 1.39x to 2.03x: the five the shape test rejects, the noise
+        burst of CPSC 2019 01575 and two waves in 00513's noisy start (shaped 0.67, 0.74 and
+        0.82 like the beats). 2.5 lies mid-margin. Beats at any timing go below it only in
+        noisy stretches (40 of the 6319 found, mostly CPSC 2019): there an early beat could be
+        lost."""
         searchback_correlation: float = 0.35
         """Search-back takes a weak candidate only if shaped at least this much like the beats:
         the beats it finds on the shared records correlate at least 0.42, the lone wave it took
@@ -190,6 +201,7 @@ class QrsDetector:
                 "premature_rr": 0 < self.premature_rr < 1,
                 "foreign_correlation": -1 <= self.foreign_correlation <= 1,
                 "foreign_slope_ratio": self.foreign_slope_ratio > 0,
+                "foreign_prominence": self.foreign_prominence >= 0,
                 "searchback_correlation": -1 <= self.searchback_correlation <= 1,
             }
             bad = [name for name, ok in checks.items() if not ok]
@@ -202,6 +214,9 @@ class QrsDetector:
     """Up to this many envelope maxima a scan checks each on its own, beyond it all at once."""
     SHAPE_HISTORY: ClassVar[int] = 8
     """Beats whose mean window is the shape candidates are compared with."""
+    SURROUND_S: ClassVar[float] = 0.3
+    """How far back of an envelope peak its prominence is measured (forward: the refractory
+    lookahead, known when it is judged)."""
     ALIGN_S: ClassVar[float] = 0.02
     """Envelope peaks wander this much from beat to beat; shapes are compared at the best
     alignment within it, in steps of a quarter of it."""
@@ -245,6 +260,7 @@ class QrsDetector:
         self._before = int(round(BEFORE_S * fs))
         self._after = int(round(AFTER_S * fs))
         self._align = int(round(self.ALIGN_S * fs))
+        self._surround = int(round(self.SURROUND_S * fs))
         self._shapes: list[np.ndarray] = []
         """Clean windows of the last `SHAPE_HISTORY` beats, as they were."""
         self._templates: np.ndarray | None = None
@@ -411,15 +427,25 @@ class QrsDetector:
             self._weak = (self._weak + [candidate])[-self.WEAK_HISTORY:]
 
     def _foreign_early(self, candidate: _Candidate) -> bool:
-        """Premature, shaped unlike the recent beats and no steeper than the last one: a motion
-        artefact or a T wave, not an ectopic beat (see `Conf.foreign_slope_ratio`)."""
+        """Premature, no steeper than the last beat and either shaped unlike the recent beats
+        or drawn out: a motion artefact, a noise burst or a T wave, not an ectopic beat (see
+        `Conf.foreign_slope_ratio` and `Conf.foreign_prominence`)."""
         c, last = self.conf, self._last
         if (last is None or not self._rr
                 or candidate.peak - last.peak >= c.premature_rr * self._rr_median
                 or candidate.slope >= c.foreign_slope_ratio * last.slope):
             return False
+        if self._drawn_out(candidate.peak):
+            return True
         shape = self._shape_likeness(candidate.peak)
         return shape is not None and shape < c.foreign_correlation
+
+    def _drawn_out(self, peak: int) -> bool:
+        """The envelope peak is under `foreign_prominence` times the envelope's median around it
+        (from `SURROUND_S` before to the refractory lookahead after)."""
+        around = self._envelope.window(peak - self._surround, peak + self._radius + 1)[:, 0]
+        top = self._envelope.window(peak, peak + 1)[0, 0]
+        return bool(top < self.conf.foreign_prominence * median(around))
 
     def _shape_likeness(self, peak: int) -> float | None:
         """Correlation with the recent beats' mean window, or with the last beat's when that is

@@ -18,15 +18,15 @@ RECORD_TARGET = 99.0
 BELOW_TARGET = {
     # record: (Se, +P) floors in percent that the detector meets where it misses RECORD_TARGET.
     # A 10 s CPSC 2019 record holds 11-25 beats, so one miss costs 4-9 %.
-    "cpsc2019/data_00513": (92.3, 75.0),  # wide, low QRS; sharp T waves counted, one beat missed
+    "cpsc2019/data_00513": (92.3, 92.3),  # small QS complexes; a sharp T wave counted (2391),
+    # the beat after it (2563) then taken for its T wave
     "cpsc2019/data_01384": (91.6, 100.0),  # reference beat on a 0.15 mV bump (no QRS visible)
-    "cpsc2019/data_01575": (100.0, 92.3),  # a noise transient taken for a beat
 }
 DATABASE_FLOORS = {
     # database: (Se, +P) in percent over its records.
     "mitdb": (100.0, 99.9),
     "cpsc2021": (99.9, 99.8),
-    "cpsc2019": (99.4, 98.4),
+    "cpsc2019": (99.4, 99.7),
 }
 
 
@@ -104,6 +104,18 @@ ARTEFACTS_BEAT_LEVELS_PASS = [
     # (correlation 0.27 with the beats).
     ("cpsc2021/data_8_4", 2673),
 ]
+DRAWN_OUT_ARTEFACTS = [
+    # (record, sample): no beat within 150 ms. Premature, no steeper than the beat before and
+    # shaped 0.67-0.82 like the beats, but drawn out: the envelope peak is 1.39-1.84x its median
+    # over the surroundings (true premature beats no steeper than the last: 3.44x and more).
+    ("cpsc2019/data_01575", 2755),     # a ~12 Hz noise burst between two beats
+    ("cpsc2019/data_00513", 532), ("cpsc2019/data_00513", 897),   # its noisy first 2 s
+]
+EARLY_BEATS_NOT_STEEPER = [
+    # (record, sample): premature reference beats no steeper than the beat before, the least
+    # prominent ones (3.44x and 4.08x their surroundings' median envelope), kept as beats.
+    ("cpsc2021/data_35_6", 9993), ("cpsc2019/data_01044", 1531),
+]
 ECTOPIC_BEATS = [
     # (record, sample): premature reference beats shaped unlike the ones before (correlation
     # -0.28 to 0.49) but steeper (1.44x and more), kept as beats.
@@ -112,7 +124,7 @@ ECTOPIC_BEATS = [
 ]
 
 
-@pytest.mark.parametrize("name, sample", ARTEFACTS_BEAT_LEVELS_PASS)
+@pytest.mark.parametrize("name, sample", ARTEFACTS_BEAT_LEVELS_PASS + DRAWN_OUT_ARTEFACTS)
 def test_premature_artefacts_are_not_beats(detections, annotated, name: str,
                                            sample: int) -> None:
     record = next(r for r in annotated if r.name == name)
@@ -121,7 +133,7 @@ def test_premature_artefacts_are_not_beats(detections, annotated, name: str,
     assert not np.any(np.abs(record.reference - sample) <= window)
 
 
-@pytest.mark.parametrize("name, sample", ECTOPIC_BEATS)
+@pytest.mark.parametrize("name, sample", ECTOPIC_BEATS + EARLY_BEATS_NOT_STEEPER)
 def test_premature_ectopic_beats_are_kept(detections, annotated, name: str,
                                           sample: int) -> None:
     record = next(r for r in annotated if r.name == name)
@@ -217,10 +229,12 @@ def test_streaming_equals_batch_with_random_chunks(record_8_3) -> None:
     assert_settled_holds(emitted, record_8_3.fs)
 
 
-@pytest.mark.parametrize("name", ["cpsc2019/data_01511", "cinc2021-12lead/JS20004"])
+@pytest.mark.parametrize("name", ["cpsc2019/data_01511", "cpsc2019/data_01575",
+                                  "cinc2021-12lead/JS20004"])
 def test_streaming_one_sample_at_a_time(ecg_dir: Path, annotated, name: str) -> None:
     """One sample per push on whole real records: CPSC 2019 data_01511 (three beats found by
-    search-back) and a 12-lead record with three disconnected leads."""
+    search-back), 01575 (a drawn-out noise burst rejected) and a 12-lead record with three
+    disconnected leads."""
     if name.startswith("cpsc2019/"):
         record = next(r for r in annotated if r.name == name)
         signal, fs = record.signal, record.fs
@@ -374,6 +388,8 @@ class TestDefinedResultsOnBadInput:
             qrs.QrsDetector.Conf(premature_rr=1.2, foreign_correlation=2.0)
         with pytest.raises(ValueError, match="searchback_correlation"):
             qrs.QrsDetector.Conf(searchback_correlation=-1.5)
+        with pytest.raises(ValueError, match="foreign_prominence"):
+            qrs.QrsDetector.Conf(foreign_prominence=-1.0)
         with pytest.raises(ValueError):
             qrs.QrsDetector(0, 2)
         with pytest.raises(ValueError):
