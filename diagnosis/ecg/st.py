@@ -35,11 +35,13 @@ Only records with all twelve standard leads are evaluated (the criteria are defi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from diagnosis.ecg.buffers import SampleBuffer
 from diagnosis.ecg.medians import median, nanmedian
 from diagnosis.ecg.record import STANDARD_LEADS
 
@@ -177,12 +179,14 @@ class _Search:
     """Samples whose difference is the smoothed slope at each searched position."""
     qrs: slice
     """The slopes the QRS's maximum slope is taken from."""
-    positions: np.ndarray
-    """Where the quiet runs looked at start (indices into the window)..."""
-    ends: np.ndarray
-    """...and end (one past)."""
-    onset_allowed: np.ndarray
-    j_allowed: np.ndarray
+    onset_runs: slice
+    """The quiet runs (by start, indices into the searched stretch) an onset may end..."""
+    onset_ends: np.ndarray
+    """...and where each ends (one past, index into the window)."""
+    j_runs: slice
+    """The quiet runs a J point may start..."""
+    j_starts: np.ndarray
+    """...and where each starts (index into the window)."""
     default_onset: int
     default_j: int
 
@@ -197,6 +201,12 @@ def _as_slice(index: np.ndarray) -> slice | np.ndarray:
     if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
         return slice(int(index[0]), int(index[0]) + len(index))
     return index
+
+
+def _span(allowed: np.ndarray) -> slice:
+    """The stretch where `allowed` (True in one consecutive stretch, or nowhere) is True."""
+    where = np.flatnonzero(allowed)
+    return slice(int(where[0]), int(where[-1]) + 1) if len(where) else slice(0, 0)
 
 
 @lru_cache(maxsize=32)
@@ -217,12 +227,13 @@ def _search(length: int, r_index: int, fs: float, conf: StConf) -> _Search:
     qrs = slice(max(r - _samples(0.06, fs), 0), r + _samples(0.06, fs))
     positions = np.arange(max(len(t) + 1 - run, 0)) + first
     ends = positions + run
-    onset_allowed = (ends <= r_index - _samples(conf.min_onset_s, fs)) \
-        & (ends >= r_index - _samples(conf.max_onset_s, fs))
-    j_allowed = (positions >= r_index + _samples(conf.min_onset_s, fs)) \
-        & (positions <= r_index + _samples(conf.max_j_s, fs))
-    return _Search(run, _as_slice(ahead), _as_slice(behind), qrs, positions, ends,
-                   onset_allowed, j_allowed, r_index - _samples(conf.max_onset_s, fs) // 2,
+    # Both are one stretch of runs: `ends` and `positions` ascend.
+    onset_runs = _span((ends <= r_index - _samples(conf.min_onset_s, fs))
+                       & (ends >= r_index - _samples(conf.max_onset_s, fs)))
+    j_runs = _span((positions >= r_index + _samples(conf.min_onset_s, fs))
+                   & (positions <= r_index + _samples(conf.max_j_s, fs)))
+    return _Search(run, _as_slice(ahead), _as_slice(behind), qrs, onset_runs, ends[onset_runs],
+                   j_runs, positions[j_runs], r_index - _samples(conf.max_onset_s, fs) // 2,
                    r_index + _samples(conf.default_j_s, fs))
 
 
@@ -233,8 +244,10 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
     n_beats, length, _ = clean.shape
     if not n_beats:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    nan = np.isnan(clean)
-    x = np.where(nan, 0.0, clean) if nan.any() else clean
+    # One sum tells windows without missing samples (the usual) from those padded with NaN
+    # before the stream's start, cheaper than a test per sample.
+    x = clean if math.isfinite(np.add.reduce(clean, axis=None)) \
+        else np.where(np.isnan(clean), 0.0, clean)
     search = _search(length, r_index, float(fs), conf)
     run = search.run
     # The ufuncs' own reductions: numpy's wrappers cost more than these small arrays' sums.
@@ -248,12 +261,13 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
     all_quiet = (counts[:, run:] - counts[:, :-run]) == run
     # Onset: one past the end of the last quiet run that ends min_onset_s before R (ends are
     # positive: -1 is none).
-    latest = np.maximum.reduce(np.where(all_quiet & search.onset_allowed, search.ends, -1), axis=1)
+    latest = np.maximum.reduce(np.where(all_quiet[:, search.onset_runs], search.onset_ends, -1),
+                               axis=1, initial=-1)
     onset = np.where(latest >= 0, latest, search.default_onset)
-    # J point: the start of the first quiet run after R.
-    j_ok = all_quiet & search.j_allowed
-    j_point = np.where(np.logical_or.reduce(j_ok, axis=1),
-                       search.positions[np.argmax(j_ok, axis=1)], search.default_j)
+    # J point: the start of the first quiet run after R (`length` is none).
+    earliest = np.minimum.reduce(np.where(all_quiet[:, search.j_runs], search.j_starts, length),
+                                 axis=1, initial=length)
+    j_point = np.where(earliest < length, earliest, search.default_j)
     return onset.astype(np.int64, copy=False), j_point.astype(np.int64, copy=False)
 
 
@@ -274,7 +288,7 @@ def t_stops(rr_s: np.ndarray, r_index: int, fs: float, conf: StConf = StConf()) 
     """Per beat, one past the T window's last sample (index into the beat window), from the
     RR interval before each beat (NaN: unknown, `t_end_s`)."""
     seconds = np.fmin(conf.t_end_s, conf.t_rr_fraction * np.asarray(rr_s, dtype=np.float64))
-    return r_index + np.round(seconds * fs).astype(np.int64)
+    return r_index + np.rint(seconds * fs).astype(np.int64)   # np.round's own loop, unwrapped
 
 
 def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, t_stop: np.ndarray,
@@ -298,9 +312,11 @@ def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, t_stop: n
     t_last = np.minimum(t_stop, length) - 1
     steps = np.arange(max(int((t_last - t_start).max()) + 1, 1))
     index = np.minimum(t_start[:, None] + steps, t_last[:, None])
-    t_wave = raw[np.arange(n_beats)[:, None], index]    # (n_beats, steps, n_leads)
-    t_max = np.maximum.reduce(t_wave, axis=1) - baseline
-    t_min = np.minimum.reduce(t_wave, axis=1) - baseline
+    # (n_beats, n_leads, steps): each lead's extremes along its own contiguous row, a third of
+    # the cost of reducing across rows of n_leads values.
+    t_wave = np.ascontiguousarray(raw[np.arange(n_beats)[:, None], index].transpose(0, 2, 1))
+    t_max = np.maximum.reduce(t_wave, axis=2) - baseline
+    t_min = np.minimum.reduce(t_wave, axis=2) - baseline
     empty = t_last < t_start
     if empty.any():
         t_max[empty] = t_min[empty] = np.nan
@@ -312,22 +328,26 @@ class StTracker:
 
     def __init__(self, n_leads: int, conf: StConf = StConf()) -> None:
         self.conf = conf
-        self._recent = np.full((conf.history - 1, n_leads), np.nan)
-        """The last `history - 1` rows, NaN before the first beats."""
+        self._rows = SampleBuffer(n_leads, conf.history - 1)
+        """The rows so far, NaN before the first beats."""
+        self._rows.append(np.full((conf.history - 1, n_leads), np.nan))
         self._steps = np.arange(conf.history)[None, :]
 
     def add(self, st_rows: np.ndarray) -> np.ndarray:
         """Feed the next beats' ST rows in order; the median after each, NaN until `min_beats`
         beats have a value in a lead."""
         st_rows = np.asarray(st_rows, dtype=np.float64)
-        stacked = np.concatenate([self._recent, st_rows])
-        self._recent = stacked[len(st_rows):]
         if not len(st_rows):
-            return np.empty((0, stacked.shape[1]))
-        # Windows of the last `history` rows ending at each new row.
-        windows = stacked[np.arange(len(st_rows))[:, None] + self._steps]  # (new, history, leads)
-        finite = np.isfinite(windows)
-        if finite.all():    # every window full: `history` beats, at least `min_beats`
+            return np.empty((0, st_rows.shape[1]))
+        self._rows.append(st_rows)
+        end = self._rows.end
+        stacked = self._rows.window(end - len(st_rows) - self.conf.history + 1, end)
+        # Windows of the last `history` rows ending at each new row (one row's: the rows).
+        windows = stacked[None] if len(st_rows) == 1 \
+            else stacked[np.arange(len(st_rows))[:, None] + self._steps]  # (new, history, leads)
+        # Every window full (`history` beats, at least `min_beats`): one sum tells, cheaper
+        # than a test per value.
+        if math.isfinite(np.add.reduce(windows, axis=None)):
             return median(windows, axis=1)
-        enough = finite.sum(axis=1) >= self.conf.min_beats
+        enough = np.add.reduce(np.isfinite(windows), axis=1) >= self.conf.min_beats
         return np.where(enough, nanmedian(windows, axis=1), np.nan)
