@@ -221,6 +221,9 @@ class StreamAnalyzer:
         self._raw = SampleBuffer(n, self._pre + self._post + self._latency + self._learning
                                  + int(fs))
         self._window_offsets = np.arange(-self._pre, self._post)[None, :]
+        first, last = (int(round(s * fs)) for s in rhythm_mod.PRE_QRS_S)
+        self._pre_qrs = slice(self._pre - first, self._pre - last)
+        """The pre-QRS segment (`rhythm.PRE_QRS_S`) in a beat window."""
         self._end = 0
         self._finished = False
         self._pending: list[int] = []
@@ -252,7 +255,7 @@ class StreamAnalyzer:
         self._add_detected(detected, update)
         self._add_vf(*self.vf.push(raw[:, self._vf_lead]), update)
         self._measure(update, at_end=False)
-        self._queue_open_gap(self.detector.settled)
+        self._queue_open_gap(at_end=False)
         self._judge_gaps(update, at_end=False)
         self._report.extend(update)
         return update
@@ -265,7 +268,7 @@ class StreamAnalyzer:
         self._add_quality(self.quality_monitor.finish(), update)
         self._add_detected(self.detector.finish(), update)
         self._measure(update, at_end=True)
-        self._queue_open_gap(self._end)
+        self._queue_open_gap(at_end=True)
         self._judge_gaps(update, at_end=True)
         update.rhythms += self.rhythm.finish(self._end)
         self._add_vf([], self.vf.finish(self._end), update)
@@ -290,6 +293,8 @@ class StreamAnalyzer:
     def _add_vf(self, started: list[vf_mod.VfEpisode], ended: list[vf_mod.VfEpisode],
                 update: Update) -> None:
         """VF alerts as episodes start (on the rhythm lead), episodes when they end."""
+        if not (started or ended):      # nearly every chunk
+            return
         lead = (self.leads[self._vf_lead],)
         update.alerts += [Alert(vf_mod.VF, episode.start, lead) for episode in started]
         update.rhythms += [rhythm_mod.Episode(episode.start, episode.end, vf_mod.VF)
@@ -317,13 +322,16 @@ class StreamAnalyzer:
             self._last_detected = peak
             self._pending.append(peak)
 
-    def _queue_open_gap(self, horizon: int) -> None:
+    def _queue_open_gap(self, at_end: bool) -> None:
         """Queue the stretch after the last beat once no beat can appear in its first
-        `asystole_s` (`horizon`: every beat before it has been emitted)."""
+        `asystole_s`: every beat before then has been emitted (`QrsDetector.settled`, asked
+        only once the samples reach that far: it is not free, and most chunks do not)."""
         start = max(self._last_detected, 0)
+        if self._end < start + self._asystole:
+            return
         if self._gaps and self._gaps[-1].start == start and self._gaps[-1].stop is None:
             return
-        if horizon >= start + self._asystole and self._end >= start + self._asystole:
+        if at_end or self.detector.settled >= start + self._asystole:
             self._gaps.append(_Gap(start, None))
 
     def _judge_gaps(self, update: Update, at_end: bool) -> None:
@@ -393,9 +401,7 @@ class StreamAnalyzer:
             self._peaks = history[-(max(c.label_rr_beats, c.hr_average_beats) + 1):]
         update.beats += beats
         self._measure_st(peaks, labels, np.array(rrs), clean, raw, update, at_end)
-        first, last = (int(round(s * self.fs)) for s in rhythm_mod.PRE_QRS_S)
-        episodes, alerts = self.rhythm.add(peaks, labels,
-                                           clean[:, self._pre - first:self._pre - last])
+        episodes, alerts = self.rhythm.add(peaks, labels, clean[:, self._pre_qrs])
         update.rhythms += episodes
         update.alerts += [Alert(kind, sample) for kind, sample in alerts]
 

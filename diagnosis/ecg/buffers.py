@@ -56,6 +56,9 @@ class BlockFiller:
         self.size = size
         self._pending = np.empty((size, n_channels))
         self._held = 0
+        self._none = np.empty((0, size, n_channels))
+        """What a push that completes no block returns (most do): one array, read only."""
+        self._none.flags.writeable = False
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """The blocks (n, size, n_channels) that `chunk` (samples, n_channels) completes;
@@ -64,7 +67,7 @@ class BlockFiller:
         if len(chunk) < first:
             self._pending[self._held:self._held + len(chunk)] = chunk
             self._held += len(chunk)
-            return np.empty((0,) + self._pending.shape)
+            return self._none
         used = first + (len(chunk) - first) // self.size * self.size
         blocks = np.concatenate([self._pending[:self._held], chunk[:used]])
         tail = chunk[used:]

@@ -19,6 +19,7 @@ fired (a score below one half, any saturation over `saturated_fraction`, lead of
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -139,32 +140,35 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
         return np.zeros((n_blocks, n_leads)), np.full((n_blocks, n_leads), LEAD_OFF, np.int64)
     # Work along the last axis: (blocks, leads, samples), contiguous.
     x = np.ascontiguousarray(np.asarray(blocks, dtype=np.float64).transpose(0, 2, 1))
-    finite = np.isfinite(x)
-    complete = bool(finite.all())
+    # One sum tells a complete block (the usual) from one with a gap, cheaper than a test per
+    # sample; a sum that overflows merely takes the long way, to the same verdict.
+    complete = math.isfinite(np.add.reduce(x, axis=None))
     if complete:
-        missing = np.zeros((n_blocks, n_leads))
-        high, low = x.max(axis=-1), x.min(axis=-1)
-        span = high - low
+        high, low = np.maximum.reduce(x, axis=-1), np.minimum.reduce(x, axis=-1)
         median = medians.median
     else:
+        finite = np.isfinite(x)
         missing = 1.0 - finite.mean(axis=-1)
         x = np.where(finite, x, np.nan)
         present = finite.any(axis=-1)
         high = np.where(present, np.max(np.where(finite, x, -np.inf), axis=-1), 0.0)
         low = np.where(present, np.min(np.where(finite, x, np.inf), axis=-1), 0.0)
-        span = high - low
         median = medians.nanmedian
-    lead_off = (missing > conf.missing_fraction) | (span < conf.flat_mv)
+    span = high - low
+    lead_off = span < conf.flat_mv
+    if not complete:
+        lead_off |= missing > conf.missing_fraction
 
     # Saturation. Samples in runs at an extreme are among the samples at it: only leads with
     # `run` of those can be saturated, and only they are looked at closer (not a lead that is
     # off: its verdict is LEAD_OFF and SQI 0 whatever else is found).
     run = max(int(round(conf.rail_run_s * fs)), 3)
     at_high, at_low = x == high[..., None], x == low[..., None]
-    maybe = ~lead_off & ((at_high.sum(axis=-1) >= run) | (at_low.sum(axis=-1) >= run))
-    saturated_share = np.zeros((n_blocks, n_leads))
-    railed = bool(maybe.any())
+    maybe = ~lead_off & ((np.add.reduce(at_high, axis=-1) >= run)
+                         | (np.add.reduce(at_low, axis=-1) >= run))
+    railed = bool(np.logical_or.reduce(maybe, axis=None))
     if railed:
+        saturated_share = np.zeros((n_blocks, n_leads))
         saturated_share[maybe] = _saturated_share(x[maybe], at_high[maybe], at_low[maybe],
                                                   high[maybe], low[maybe], span[maybe], median,
                                                   run, conf)
@@ -183,7 +187,7 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
         levels = median(x[..., :n_steps * step].reshape(n_blocks, n_leads, n_steps, step)
                         [..., ::2], axis=-1)
         if complete:
-            wander = levels.max(axis=-1) - levels.min(axis=-1)
+            wander = np.maximum.reduce(levels, axis=-1) - np.minimum.reduce(levels, axis=-1)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN leads: NaN, then 0
