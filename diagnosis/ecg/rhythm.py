@@ -163,11 +163,12 @@ def _centred_ramp(length: int) -> tuple[np.ndarray, float]:
 
 def coherence(window: np.ndarray) -> float:
     """|mean segment|^2 / mean |segment|^2 over a (n, ...) stack of detrended segments."""
-    energy = float((window * window).sum())
+    # The ufuncs' own reductions: numpy's wrappers cost more than these small sums.
+    energy = float(np.add.reduce(window * window, axis=None))
     if not energy > 0:
         return 1.0
-    mean = window.sum(axis=0)
-    return float((mean * mean).sum()) / (energy * len(window))
+    mean = np.add.reduce(window, axis=0)
+    return float(np.add.reduce(mean * mean, axis=None)) / (energy * len(window))
 
 
 class _Log:
@@ -210,7 +211,6 @@ class RhythmTracker:
         self._segments: SampleBuffer | None = None
         """Pre-QRS segments (decimated, detrended, flattened to rows; row i is beat i) of the
         beats whose coherence is not final yet, and of the window before them."""
-        self._segment_shape: tuple[int, ...] = ()
         self._raw_segments: list[np.ndarray] = []
         """Segments as given, decimated and detrended in one go when calls are settled."""
         self._coherence = _Log(np.float64)
@@ -315,7 +315,6 @@ class RhythmTracker:
                 # around them (calls are settled at least every SETTLE_BEATS beats).
                 keep = 2 * self.conf.coherence_half_window + self.SETTLE_BEATS
                 self._segments = SampleBuffer(int(np.prod(batch.shape[1:])), keep)
-                self._segment_shape = batch.shape[1:]
             self._segments.append(batch.reshape(len(batch), -1))
         half = self.conf.coherence_half_window
         n = len(self._samples)
@@ -323,8 +322,7 @@ class RhythmTracker:
         values = []
         for i in range(len(self._coherence), stop):
             lo, hi = max(i - half, 0), min(i + half + 1, n)
-            rows = self._segments.window(lo, hi)
-            values.append(coherence(rows.reshape(hi - lo, *self._segment_shape)))
+            values.append(coherence(self._segments.window(lo, hi)))
         self._coherence.extend(values)
 
     def _differences(self, lo: int, hi: int) -> np.ndarray:
