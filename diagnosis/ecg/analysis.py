@@ -11,7 +11,7 @@ fixed number of beats ahead; quality is judged on fixed blocks counted from the 
 and a stretch without beats is judged once the detector can no longer emit a beat inside it
 (`QrsDetector.settled`), its lead-off state from the quality blocks and the samples.
 
-Typical delays after the event: a beat and its label 0.5-1.3 s; ASYSTOLE ~0.35 s after the
+Typical delays after the event: a beat and its label 0.4-1.4 s (median ~0.5 s); ASYSTOLE ~0.35 s after the
 4 s without a beat (the detector's lookahead and R refinement; plus a search-back's wait when
 the last RR interval was over 2.4 s); STEMI a few beats after the third normal beat that meets
 the criteria; AF and rate episodes ~20-30 beats (centred windows of 25 RR intervals plus smoothing).
