@@ -11,14 +11,16 @@ fixed number of beats ahead; quality is judged on fixed blocks counted from the 
 and a stretch without beats is judged once the detector can no longer emit a beat inside it
 (`QrsDetector.settled`), its lead-off state from the quality blocks and the samples.
 
-Typical delays after the event: a beat and its label 0.4-1.4 s (median ~0.5 s); ASYSTOLE ~0.35 s after the
-4 s without a beat (the detector's lookahead and R refinement; plus a search-back's wait when
-the last RR interval was over 2.4 s); STEMI a few beats after the third normal beat that meets
-the criteria; AF and rate episodes ~20-30 beats (centred windows of 25 RR intervals plus smoothing).
+Typical delays after the event: a beat and its label 0.4-1.4 s (median ~0.5 s); ASYSTOLE
+~0.35 s after the 4 s without a beat (the detector's lookahead and R refinement; plus a
+search-back's wait when the last RR interval was over 2.4 s); STEMI a few beats after the
+third normal beat that meets the criteria; AF and rate episodes ~20-30 beats (centred windows
+of 25 RR intervals plus smoothing).
 
 Alerts: STEMI when the running ST medians first meet the elevation criteria or the posterior
-equivalent (`Alert.criterion` says which; again only after neither has been met); VT at the beat where a run of ventricular beats first has three beats
-over 100 bpm; ASYSTOLE `asystole_s` after the last beat when no beat followed and at least one
+equivalent (`Alert.criterion` says which; again only after neither has been met); VT at the
+beat where a run of ventricular beats first has three beats over 100 bpm; ASYSTOLE
+`asystole_s` after the last beat when no beat followed and at least one
 lead carried signal throughout (all leads off is a technical problem, reported as a LEAD_OFF
 rhythm episode instead). A stream that starts in asystole is not recognised: the detector
 learns its levels from the first seconds and takes noise for beats. VF (`vf.py`, on the rhythm
