@@ -8,10 +8,10 @@ so a DC offset (common on ambulance front ends) does not ring through the first 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import signal as sps
+
+from diagnosis.ecg.medians import all_finite
 
 BASELINE_CUTOFF_HZ = 0.5
 """Below the slowest heart rate's fundamental (30 bpm) yet above respiration-driven wander."""
@@ -121,9 +121,7 @@ class StreamingFilter:
     def _fill_gaps(self, chunk: np.ndarray) -> np.ndarray:
         if not len(chunk):
             return chunk
-        # One sum tells a complete chunk (the common case) from one with a gap, cheaper than a
-        # test per sample; a sum that overflows merely takes the long way.
-        if not math.isfinite(np.add.reduce(chunk, axis=None)):
+        if not all_finite(chunk):     # a gap (the common case is none)
             bad = ~np.isfinite(chunk)
             # Index of the latest finite sample at or before each position (-1: none in this chunk,
             # take the held value), then one gather: no per-sample loop.

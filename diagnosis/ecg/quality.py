@@ -19,7 +19,6 @@ fired (a score below one half, any saturation over `saturated_fraction`, lead of
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -140,9 +139,7 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
         return np.zeros((n_blocks, n_leads)), np.full((n_blocks, n_leads), LEAD_OFF, np.int64)
     # Work along the last axis: (blocks, leads, samples), contiguous.
     x = np.ascontiguousarray(np.asarray(blocks, dtype=np.float64).transpose(0, 2, 1))
-    # One sum tells a complete block (the usual) from one with a gap, cheaper than a test per
-    # sample; a sum that overflows merely takes the long way, to the same verdict.
-    complete = math.isfinite(np.add.reduce(x, axis=None))
+    complete = medians.all_finite(x)     # the usual: no gap
     if complete:
         high, low = np.maximum.reduce(x, axis=-1), np.minimum.reduce(x, axis=-1)
         median = medians.median

@@ -35,14 +35,13 @@ Only records with all twelve standard leads are evaluated (the criteria are defi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from diagnosis.ecg.buffers import SampleBuffer
-from diagnosis.ecg.medians import median, nanmedian
+from diagnosis.ecg.medians import all_finite, median, nanmedian
 from diagnosis.ecg.record import STANDARD_LEADS
 
 MM_PER_MV = 10.0
@@ -244,10 +243,8 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
     n_beats, length, _ = clean.shape
     if not n_beats:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    # One sum tells windows without missing samples (the usual) from those padded with NaN
-    # before the stream's start, cheaper than a test per sample.
-    x = clean if math.isfinite(np.add.reduce(clean, axis=None)) \
-        else np.where(np.isnan(clean), 0.0, clean)
+    # Windows padded with NaN before the stream's start are the rare case.
+    x = clean if all_finite(clean) else np.where(np.isnan(clean), 0.0, clean)
     search = _search(length, r_index, float(fs), conf)
     run = search.run
     # The ufuncs' own reductions: numpy's wrappers cost more than these small arrays' sums.
@@ -345,9 +342,7 @@ class StTracker:
         # Windows of the last `history` rows ending at each new row (one row's: the rows).
         windows = stacked[None] if len(st_rows) == 1 \
             else stacked[np.arange(len(st_rows))[:, None] + self._steps]  # (new, history, leads)
-        # Every window full (`history` beats, at least `min_beats`): one sum tells, cheaper
-        # than a test per value.
-        if math.isfinite(np.add.reduce(windows, axis=None)):
+        if all_finite(windows):     # every window full: `history` beats, at least `min_beats`
             return median(windows, axis=1)
         enough = np.add.reduce(np.isfinite(windows), axis=1) >= self.conf.min_beats
         return np.where(enough, nanmedian(windows, axis=1), np.nan)

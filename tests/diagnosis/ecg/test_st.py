@@ -121,7 +121,7 @@ def test_t_window_ends_sooner_at_fast_rates() -> None:
 def test_t_wave_extremes_are_those_of_each_beats_own_window() -> None:
     """Beats gathered together with T windows of different lengths (one empty) get the
     extremes of their own window, against their own PR level."""
-    fs, r_index = 500.0, 125
+    fs = 500.0
     raw = np.random.default_rng(3).normal(0, 0.2, (3, 325, 2))
     onset, j_point = np.array([100, 105, 110]), np.array([140, 150, 160])
     t_stop = np.array([325, 260, 150])
