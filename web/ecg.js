@@ -14,10 +14,15 @@ const RHYTHM_LEADS = ["II", "MLII"]; // the usual rhythm strip; otherwise the fi
 const NO_BEAT_S = 4;
 const FLAG_TEXT = { lead_off: "lead off", saturated: "saturated", noise: "noisy", wander: "baseline wander" };
 const ALERT_TEXT = { VT: "VT — ventricular tachycardia", VF: "VF — ventricular fibrillation" };
-// The posterior STEMI equivalent is read from ST depression, not elevation: the banner says so.
-const POSTERIOR_TEXT = "STEMI equivalent, posterior: ST depression with upright T";
-const alertText = (alert) =>
-  alert.criterion === "posterior" ? POSTERIOR_TEXT : ALERT_TEXT[alert.kind] ?? alert.kind;
+// What an alert is and where; the posterior STEMI equivalent is read from ST depression, not
+// elevation, and wants posterior leads to confirm it: the banner says so.
+function alertText(alert) {
+  const leads = alert.leads.length ? ` in ${alert.leads.join(", ")}` : "";
+  if (alert.criterion === "posterior") {
+    return `STEMI equivalent, posterior: ST depression with upright T${leads} (record V7–V9 to confirm)`;
+  }
+  return `${ALERT_TEXT[alert.kind] ?? alert.kind}${leads}`;
+}
 const qualityText = (flags) => flags.map((flag) => FLAG_TEXT[flag] ?? flag).join(", ");
 
 let view = null; // the stream being followed
@@ -273,12 +278,10 @@ function showAlerts() {
     const banner = document.createElement("div");
     banner.className = alert.acknowledged ? "ecg-alert acknowledged" : "ecg-alert";
     banner.dataset.kind = alert.kind;
-    const leads = alert.leads.length ? ` in ${alert.leads.join(", ")}` : "";
     const at = view.format ? ` at ${clock(alert.sample / view.format.fs)} of the recording` : "";
     const raised = `, raised ${new Date(alert.raised_at).toLocaleTimeString()}${alert.acknowledged ? " · acknowledged" : ""}`;
     const text = document.createElement("span");
-    const confirm = alert.criterion === "posterior" ? " (record V7–V9 to confirm)" : "";
-    text.textContent = `${alertText(alert)}${leads}${confirm}${at}${raised}`;
+    text.textContent = `${alertText(alert)}${at}${raised}`;
     banner.append(text);
     if (!alert.acknowledged) {
       const acknowledge = document.createElement("button");
