@@ -1,10 +1,10 @@
-"""QRS detection, R-peak timing, throughput, AF detection and alert latency: our detector
+"""QRS detection, R-peak timing, throughput, V labels, AF detection and alert latency: our detector
 against wfdb's XQRS and neurokit2's default detector, measured with one ruler in one run, and
 our whole live analysis.
 
     python bench/ecg.py [--records PATTERN ...] [--detectors ours,xqrs,neurokit]
                         [--repeats 3] [--chunk-s 0.25] [--latency-runs 5] [--no-throughput]
-                        [--no-af] [--no-latency] [--data DIR]
+                        [--no-labels] [--no-af] [--no-latency] [--data DIR]
 
 neurokit2 is not a runtime dependency: `pip install -e '.[bench]'` brings it (without it the
 bench runs the other two and says so).
@@ -34,14 +34,17 @@ bench runs the other two and says so).
    one batch, on 12 leads and on the first lead; the peers in one batch on the first lead
    (what they analyse of a 12-lead stream) and on each of the 12 leads in turn. Ratios compare
    like with like; the throughput target is judged on the whole analysis.
-4. AF. Through `diagnosis.ecg.analysis.analyze` on the nine CPSC 2021 records: the samples in
+4. Ventricular beat labels. Through `diagnosis.ecg.analysis.analyze` on the selected annotated
+   WFDB records: its "V" beats against the reference V and E beats, over the matched beats
+   (`scoring.ventricular_match`, EC57 VEB Se and +P), per record and in total.
+5. AF. Through `diagnosis.ecg.analysis.analyze` on the nine CPSC 2021 records: the samples in
    its AF rhythm episodes against the samples in the reference `(AFIB` episodes
    (`scoring.reference_af_mask`), duration-weighted Se and Sp per record and in total.
-5. Alert latency (`ecg_latency.py` beside this file): a STEMI, a VT and an ASYSTOLE alert,
+6. Alert latency (`ecg_latency.py` beside this file): a STEMI, a VT and an ASYSTOLE alert,
    `--latency-runs` times each, streamed through a real `telemed serve` on 127.0.0.1 to an
    expert following the stream: from sending the frame with the alert's sample, and from
    sending the frame that settled it, to the alert reaching the follower.
-6. Targets from the issue, each marked met or MISSED (or NOT MEASURED, with the reason).
+7. Targets from the issue, each marked met or MISSED (or NOT MEASURED, with the reason).
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diagnosis.ecg import qrs, references, scoring  # noqa: E402
-from diagnosis.ecg.analysis import StreamAnalyzer  # noqa: E402
+from diagnosis.ecg.analysis import StreamAnalyzer, analyze  # noqa: E402
 from diagnosis.ecg.formats.wfdb_io import read_wfdb  # noqa: E402
 
 import ecg_latency  # noqa: E402  (beside this file)
@@ -565,6 +568,41 @@ def print_af(result: AfResult | str) -> None:
     print()
 
 
+# -- ventricular beat labels ---------------------------------------------------------------
+
+def measure_labels(records: list[references.AnnotatedRecord],
+                   data: Path) -> dict[str, scoring.BeatMatch]:
+    """EC57 VEB Se/+P of the whole analysis's beat labels on each annotated WFDB record (CPSC
+    2019 has R peaks without beat classes)."""
+    per_record = {}
+    for record in records:
+        if record.database == "cpsc2019":
+            continue
+        annotation = wfdb.rdann(str(data / record.name), "atr")
+        symbols = [s for s in annotation.symbol if s in scoring.BEAT_SYMBOLS]
+        report = analyze(read_wfdb(data / record.name))
+        detected = np.array([b.sample for b in report.beats], dtype=np.int64)
+        match = scoring.match_beats(record.reference, detected, record.fs)
+        per_record[record.name] = scoring.ventricular_match(
+            match, symbols, [b.label for b in report.beats])
+    return per_record
+
+
+def print_labels(per_record: dict[str, scoring.BeatMatch]) -> None:
+    print("== Ventricular beat labels: the whole analysis's 'V' against the reference V and E"
+          " beats (EC57 VEB, over matched beats) ==")
+    print(f"{'record':<22}{'V beats':>8}{'Se':>8}{'+P':>8}{'FN':>5}{'FP':>5}")
+    total = empty_match()
+    for name, veb in per_record.items():
+        total = total + veb
+        print(f"{name:<22}{veb.tp + veb.fn:8d}{pct(veb.sensitivity):>8}"
+              f"{pct(veb.positive_predictivity):>8}{veb.fn:5d}{veb.fp:5d}")
+    print(f"{'TOTAL':<22}{total.tp + total.fn:8d}{pct(total.sensitivity):>8}"
+          f"{pct(total.positive_predictivity):>8}{total.fn:5d}{total.fp:5d}")
+    print("  Few V beats in the shared data (17); the labeller's thresholds were set on them.")
+    print()
+
+
 # -- targets ---------------------------------------------------------------------------------
 
 def mark(ok: bool | None) -> str:
@@ -702,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="alert latency: alerts of each kind to time")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--no-af", action="store_true")
+    parser.add_argument("--no-labels", action="store_true", help="skip V label scoring")
     parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args(argv)
 
@@ -750,6 +789,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_throughput:
         speeds, duration, check = measure_throughput(data, detectors, args.repeats, args.chunk_s)
         print_throughput(speeds, duration, args.repeats, check)
+
+    if not args.no_labels:
+        print_labels(measure_labels(records, data))
 
     af: AfResult | str | None = None
     if not args.no_af:

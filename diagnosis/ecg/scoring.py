@@ -13,6 +13,10 @@ BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 
 MATCH_WINDOW_S = 0.150
 
+VENTRICULAR_SYMBOLS = frozenset("VE")
+"""EC57's ventricular ectopic beat class (VEB): premature ventricular contraction, ventricular
+escape."""
+
 
 @dataclass(frozen=True)
 class BeatMatch:
@@ -90,6 +94,23 @@ def match_beats(reference: np.ndarray, detected: np.ndarray, fs: float,
                      fp=int(np.sum(det_in & ~det_matched)), offsets=offsets,
                      matched_reference=ref_index, matched_detection=det_index,
                      offsets_s=offsets / float(fs))
+
+
+def ventricular_match(match: BeatMatch, reference_symbols: list[str],
+                      labels: list[str]) -> BeatMatch:
+    """EC57 VEB statistics over the matched beats of `match`: a reference beat in
+    `VENTRICULAR_SYMBOLS` labelled "V" is a true positive, labelled otherwise a false negative,
+    and a "V" on any other reference beat a false positive (missed and extra beats are the QRS
+    detector's statistics, not the labeller's). No offsets."""
+    if len(reference_symbols) <= int(match.matched_reference.max(initial=-1)) \
+            or len(labels) <= int(match.matched_detection.max(initial=-1)):
+        raise ValueError("a matched beat has no symbol or no label")
+    ventricular = np.array([reference_symbols[i] in VENTRICULAR_SYMBOLS
+                            for i in match.matched_reference.tolist()], dtype=bool)
+    called = np.array([labels[i] == "V" for i in match.matched_detection.tolist()], dtype=bool)
+    empty = np.empty(0, dtype=np.int64)
+    return BeatMatch(int(np.sum(ventricular & called)), int(np.sum(ventricular & ~called)),
+                     int(np.sum(~ventricular & called)), empty, empty, empty, np.empty(0))
 
 
 def _nearest_pairs(reference: np.ndarray, detected: np.ndarray,

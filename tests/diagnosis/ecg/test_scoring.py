@@ -138,3 +138,17 @@ def test_episode_agreement_counts_samples() -> None:
             agreement.false_positive, agreement.true_negative) == (20, 10, 12, 58)
     assert agreement.sensitivity == pytest.approx(20 / 30)
     assert agreement.specificity == pytest.approx(58 / 70)
+
+
+def test_ventricular_match_counts_matched_beats_only() -> None:
+    reference = np.array([100, 400, 700, 1000])
+    symbols = ["N", "V", "E", "N"]
+    detected = np.array([102, 398, 1003, 1300])   # 700 missed, 1300 extra
+    labels = ["V", "V", "N", "V"]
+    veb = scoring.ventricular_match(match_beats(reference, detected, 360.0), symbols, labels)
+    assert (veb.tp, veb.fn, veb.fp) == (1, 0, 1)     # the missed E and the extra V are not counted
+    assert veb.sensitivity == 1.0 and veb.positive_predictivity == 0.5
+    total = veb + veb
+    assert (total.tp, total.fn, total.fp) == (2, 0, 2)
+    with pytest.raises(ValueError):
+        scoring.ventricular_match(match_beats(reference, detected, 360.0), symbols[:1], labels)
