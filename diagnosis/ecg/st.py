@@ -262,6 +262,9 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
     np.add.accumulate(quiet, axis=1, dtype=np.int32, out=counts[:, 1:])
     # all_quiet[:, p]: slopes p .. p + run - 1 are all quiet.
     all_quiet = (counts[:, run:] - counts[:, :-run]) == run
+    if n_beats == 1:
+        onset, j_point = _one_beat_fiducials(all_quiet[0], search)
+        return np.array([onset]), np.array([j_point])
     # Onset: one past the end of the last quiet run that ends min_onset_s before R (ends are
     # positive: -1 is none).
     latest = np.maximum.reduce(np.where(all_quiet[:, search.onset_runs], search.onset_ends, -1),
@@ -272,6 +275,17 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
                                  axis=1, initial=length)
     j_point = np.where(earliest < length, earliest, search.default_j)
     return onset.astype(np.int64, copy=False), j_point.astype(np.int64, copy=False)
+
+
+def _one_beat_fiducials(all_quiet: np.ndarray, search: _Search) -> tuple[int, int]:
+    """`fiducials` of one beat from its quiet runs: the same points, picked from the runs
+    that are quiet instead of reduced over all of them (a live stream measures one beat at a
+    time)."""
+    onsets = np.flatnonzero(all_quiet[search.onset_runs])
+    j_points = np.flatnonzero(all_quiet[search.j_runs])
+    onset = int(search.onset_ends[onsets[-1]]) if len(onsets) else search.default_onset
+    j_point = int(search.j_starts[j_points[0]]) if len(j_points) else search.default_j
+    return onset, j_point
 
 
 @dataclass(frozen=True)
