@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d
 
 from diagnosis.ecg import filters
 from diagnosis.ecg.beats import AFTER_S, BEFORE_S, best_correlation, detrend
 from diagnosis.ecg.buffers import SampleBuffer
-from diagnosis.ecg.medians import all_finite, median
+from diagnosis.ecg.medians import median
 
 NO_PEAKS = np.empty(0, dtype=np.int64)
 """What a push that finalises no beat returns (most do): one array, read only."""
@@ -92,8 +93,7 @@ class _Levels:
     def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         if self._model is None:
             _, usable, signal, lowest, highest = self._typical_beat()
-            noise = self.noise if all_finite(self.noise) else np.where(np.isfinite(self.noise),
-                                                                      self.noise, 0.0)
+            noise = np.where(np.isfinite(self.noise), self.noise, 0.0)
             noise = np.minimum(np.maximum(noise, lowest), highest)
             margin = signal - noise
             weights = np.where(usable, margin / noise ** 2, 0.0)
@@ -108,8 +108,7 @@ class _Levels:
         if not typical > 0:
             return 0.0
         # Missing (NaN) or infinite amplitudes count as 0 (an RMS is never -inf).
-        present = amplitudes if all_finite(amplitudes) else np.where(np.isfinite(amplitudes),
-                                                                     amplitudes, 0.0)
+        present = np.where(np.isfinite(amplitudes), amplitudes, 0.0)
         excess = np.where(usable, present - noise, 0.0)
         return float(np.add.reduce(weights * excess) / typical)
 
@@ -265,12 +264,6 @@ class QrsDetector:
         self._before = int(round(BEFORE_S * fs))
         self._after = int(round(AFTER_S * fs))
         self._align = int(round(self.ALIGN_S * fs))
-        step = max(self._align // 4, 1)
-        self._alignments = (np.arange(0, 2 * self._align + 1, step)[:, None]
-                            + np.arange(self._before + self._after))
-        """Rows of the shape windows at each alignment tried, in a span `align` wider each
-        side: one contiguous gather (a strided view made every step of the detrending and
-        the correlation slower)."""
         self._surround = int(round(self.SURROUND_S * fs))
         self._shapes: list[np.ndarray] = []
         """Clean windows of the last `SHAPE_HISTORY` beats, as they were."""
@@ -473,7 +466,9 @@ class QrsDetector:
         span = self.clean.window(start, start + length + 2 * align)
         if len(span) < length + 2 * align:
             return None
-        value = best_correlation(detrend(span[self._alignments]), self._templates)
+        step = max(align // 4, 1)
+        windows = sliding_window_view(span, length, axis=0)[::step].transpose(0, 2, 1)
+        value = best_correlation(detrend(windows), self._templates)
         return value if np.isfinite(value) else None
 
     def _shape_start(self, peak: int) -> int:

@@ -257,10 +257,8 @@ class RhythmTracker:
         samples = np.asarray(samples, dtype=np.int64)
         if not len(samples):
             return episodes, alerts
-        # RR intervals in Python numbers: the same divisions as numpy's, without its per-call
-        # cost on the one or two beats a live chunk brings.
-        joined = ([int(self._samples[-1])] if len(self._samples) else []) + samples.tolist()
-        self._rr.extend([(b - a) / self.fs for a, b in zip(joined[:-1], joined[1:])])
+        joined = np.concatenate([self._samples[-1:], samples])
+        self._rr.extend((joined[1:] - joined[:-1]) / self.fs)
         self._samples.extend(samples)
         self._raw_segments.append(np.asarray(segments, dtype=np.float64))
         for label in labels:
