@@ -30,6 +30,10 @@ from diagnosis.ecg.beats import AFTER_S, BEFORE_S, best_correlation, detrend
 from diagnosis.ecg.buffers import SampleBuffer
 from diagnosis.ecg.medians import median
 
+NO_PEAKS = np.empty(0, dtype=np.int64)
+"""What a push that finalises no beat returns (most do): one array, read only."""
+NO_PEAKS.flags.writeable = False
+
 
 @dataclass
 class _Candidate:
@@ -93,7 +97,7 @@ class _Levels:
             noise = np.minimum(np.maximum(noise, lowest), highest)
             margin = signal - noise
             weights = np.where(usable, margin / noise ** 2, 0.0)
-            typical = float((weights * margin).sum()) if usable.any() else 0.0
+            typical = float(np.add.reduce(weights * margin)) if usable.any() else 0.0
             self._model = (usable, weights, noise, typical)
         return self._model
 
@@ -106,7 +110,7 @@ class _Levels:
         # Missing (NaN) or infinite amplitudes count as 0 (an RMS is never -inf).
         present = np.where(np.isfinite(amplitudes), amplitudes, 0.0)
         excess = np.where(usable, present - noise, 0.0)
-        return float((weights * excess).sum() / typical)
+        return float(np.add.reduce(weights * excess) / typical)
 
     def timing_lead(self) -> int:
         """The lead R peaks are placed on: the first, as annotators do (MIT-BIH's MLII), unless
@@ -300,7 +304,7 @@ class QrsDetector:
         """
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1, self.n_leads)
         if not len(chunk):
-            return np.empty(0, dtype=np.int64)
+            return NO_PEAKS
         if not checked:
             chunk = self.without_absurd(chunk)
         clean = self._clean_filter.process(chunk)
@@ -384,8 +388,9 @@ class QrsDetector:
                 continue
             peak = lo + index
             band = self._band.window(peak + 1 - self._width, peak + 1)
-            amplitudes = np.sqrt((band ** 2).sum(axis=0) / len(band))
-            slope = values[max(index - self._width, 0):index + self._width + 1, 1].max()
+            amplitudes = np.sqrt(np.add.reduce(band * band, axis=0) / len(band))
+            slope = np.maximum.reduce(
+                values[max(index - self._width, 0):index + self._width + 1, 1])
             self._known.append(_Candidate(peak, amplitudes, float(slope)))
         self._scanned = until
 
@@ -393,7 +398,7 @@ class QrsDetector:
         """Judge known candidates and search-back deadlines in time order, up to `frontier`."""
         if self._levels is None:
             if frontier < self._learning and not at_end:
-                return np.empty(0, dtype=np.int64)
+                return NO_PEAKS
             self._levels = _Levels.learn([c for c in self._known if c.peak < self._learning],
                                          self._band.window(0, self._learning))
         accepted: list[tuple[int, int]] = []
@@ -518,6 +523,8 @@ class QrsDetector:
     def _refine_all(self, peaks: list[tuple[int, int]]) -> np.ndarray:
         """Move each envelope peak to the R extremum of its timing lead's clean signal (the
         first lead, unless that carries no ECG; chosen when the beat was accepted)."""
+        if not peaks:       # most chunks
+            return NO_PEAKS
         refined = []
         for peak, lead in peaks:
             centre = peak - self._envelope_delay

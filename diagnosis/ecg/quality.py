@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from diagnosis.ecg import medians
-from diagnosis.ecg.buffers import BlockFiller
 
 LEAD_OFF = 1
 SATURATED = 2
@@ -81,9 +81,24 @@ class QualityBlock:
     """Per lead, a bitwise OR of LEAD_OFF, SATURATED, NOISE, WANDER."""
 
 
-def _score(value: np.ndarray, good: float, bad: float) -> np.ndarray:
+NOISE_SCALE = 1.4826 / np.sqrt(6.0)
+"""A second difference's robust SD (1.4826 times its median magnitude) over sqrt(6): the SD of
+white noise that gives it."""
+
+
+def _score(value: np.ndarray, good: float | np.ndarray, bad: float | np.ndarray) -> np.ndarray:
     """1 at `good`, 0 at `bad`, linear between (np.clip's values, without its overhead)."""
     return np.minimum(np.maximum((bad - value) / (bad - good), 0.0), 1.0)
+
+
+@lru_cache(maxsize=8)
+def _noise_and_wander_bounds(conf: QualityConf) -> tuple[np.ndarray, np.ndarray]:
+    """The good and bad ends of the noise and the wander score, stacked to score both in one
+    go (the same values as scoring each on its own)."""
+    good = np.array([conf.noise_mv[0], conf.wander_mv[0]])[:, None, None]
+    bad = np.array([conf.noise_mv[1], conf.wander_mv[1]])[:, None, None]
+    good.flags.writeable = bad.flags.writeable = False
+    return good, bad
 
 
 def _runs_at_least(mask: np.ndarray, run: int) -> np.ndarray:
@@ -134,11 +149,17 @@ def _saturated_share(x: np.ndarray, at_high: np.ndarray, at_low: np.ndarray, hig
 def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
            ) -> tuple[np.ndarray, np.ndarray]:
     """SQI and flags, each (n_blocks, n_leads), for blocks (n_blocks, block_len, n_leads) mV."""
-    n_blocks, length, n_leads = blocks.shape
+    return assess_leads_first(np.ascontiguousarray(
+        np.asarray(blocks, dtype=np.float64).transpose(0, 2, 1)), fs, conf)
+
+
+def assess_leads_first(x: np.ndarray, fs: float, conf: QualityConf = QualityConf()
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """`assess` of blocks laid out (n_blocks, n_leads, block_len), C-contiguous: the layout it
+    works in, along the last axis."""
+    n_blocks, n_leads, length = x.shape
     if not n_blocks or not length:
         return np.zeros((n_blocks, n_leads)), np.full((n_blocks, n_leads), LEAD_OFF, np.int64)
-    # Work along the last axis: (blocks, leads, samples), contiguous.
-    x = np.ascontiguousarray(np.asarray(blocks, dtype=np.float64).transpose(0, 2, 1))
     complete = medians.all_finite(x)     # the usual: no gap
     if complete:
         high, low = np.maximum.reduce(x, axis=-1), np.minimum.reduce(x, axis=-1)
@@ -161,8 +182,8 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
     # off: its verdict is LEAD_OFF and SQI 0 whatever else is found).
     run = max(int(round(conf.rail_run_s * fs)), 3)
     at_high, at_low = x == high[..., None], x == low[..., None]
-    maybe = ~lead_off & ((np.add.reduce(at_high, axis=-1) >= run)
-                         | (np.add.reduce(at_low, axis=-1) >= run))
+    maybe = ~lead_off & (np.maximum(np.add.reduce(at_high, axis=-1),
+                                    np.add.reduce(at_low, axis=-1)) >= run)
     railed = bool(np.logical_or.reduce(maybe, axis=None))
     if railed:
         saturated_share = np.zeros((n_blocks, n_leads))
@@ -176,7 +197,7 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
     second = x[..., 2::2] - 2 * x[..., 1:-1:2]
     second += x[..., :-2:2]
     np.abs(second, out=second)
-    noise = (1.4826 / np.sqrt(6.0)) * median(second, axis=-1) if length > 2 \
+    noise = NOISE_SCALE * median(second, axis=-1) if length > 2 \
         else np.zeros((n_blocks, n_leads))
     step = max(int(round(conf.wander_step_s * fs)), 1)
     n_steps = length // step
@@ -194,10 +215,10 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
     if not complete:
         noise = np.nan_to_num(noise, nan=0.0)
 
-    noise_score = _score(noise, *conf.noise_mv)
-    wander_score = _score(wander, *conf.wander_mv)
-    sqi = noise_score * wander_score
-    problems = NOISE * (noise_score < 0.5) | WANDER * (wander_score < 0.5)
+    scores = _score(np.array([noise, wander]), *_noise_and_wander_bounds(conf))
+    sqi = scores[0] * scores[1]
+    poor = scores < 0.5
+    problems = NOISE * poor[0] | WANDER * poor[1]
     # Nothing at a rail, nothing missing: those factors are exactly 1, not multiplied in.
     if railed:
         sqi = sqi * _score(saturated_share, 0.0, 10 * conf.saturated_fraction)
@@ -209,35 +230,56 @@ def assess(blocks: np.ndarray, fs: float, conf: QualityConf = QualityConf()
 
 
 class QualityMonitor:
-    """Judges each complete block of a stream as it fills; `finish` judges a long enough tail."""
+    """Judges each complete block of a stream as it fills; `finish` judges a long enough tail.
+
+    The block being filled is kept leads first, the layout `assess` works in: a block that one
+    chunk completes is judged where it lies, without being gathered and transposed again.
+    """
 
     def __init__(self, fs: float, n_leads: int, conf: QualityConf | None = None) -> None:
         self.fs = float(fs)
         self.n_leads = n_leads
         self.conf = conf or QualityConf()
         self.block = max(int(round(self.conf.block_s * fs)), 1)
-        self._filler = BlockFiller(self.block, n_leads)
+        self._pending = np.empty((n_leads, self.block))
+        self._held = 0
         self._start = 0
         """Absolute index of the first pending sample (always a block boundary)."""
 
     def push(self, chunk: np.ndarray) -> list[QualityBlock]:
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1, self.n_leads)
-        return self._judge(self._filler.push(chunk))
+        room = self.block - self._held
+        if len(chunk) < room:
+            self._pending[:, self._held:self._held + len(chunk)] = chunk.T
+            self._held += len(chunk)
+            return []
+        used = room + (len(chunk) - room) // self.block * self.block
+        if used == room:        # one block, completed here
+            self._pending[:, self._held:] = chunk[:room].T
+            blocks = self._pending[None]
+        else:
+            blocks = np.ascontiguousarray(
+                np.concatenate([self._pending[:, :self._held].T, chunk[:used]])
+                .reshape(-1, self.block, self.n_leads).transpose(0, 2, 1))
+        judged = self._judge(blocks)
+        tail = chunk[used:]
+        self._pending[:, :len(tail)] = tail.T
+        self._held = len(tail)
+        return judged
 
     def finish(self) -> list[QualityBlock]:
-        tail = self._filler.drain()
-        if len(tail) < self.conf.min_block_fraction * self.block:
-            self._start += len(tail)
+        tail, self._held = self._pending[:, :self._held], 0
+        if tail.shape[1] < self.conf.min_block_fraction * self.block:
+            self._start += tail.shape[1]
             return []
-        return self._judge(tail[None])
+        return self._judge(np.ascontiguousarray(tail)[None])
 
     def _judge(self, blocks: np.ndarray) -> list[QualityBlock]:
-        if not len(blocks):
-            return []
-        sqi, flags = assess(blocks, self.fs, self.conf)
+        """Blocks (n, n_leads, block_len), leads first."""
+        sqi, flags = assess_leads_first(blocks, self.fs, self.conf)
         out = []
         for i in range(len(blocks)):
-            start = self._start + i * blocks.shape[1]
-            out.append(QualityBlock(start, start + blocks.shape[1], sqi[i], flags[i]))
-        self._start += blocks.shape[0] * blocks.shape[1]
+            start = self._start + i * blocks.shape[2]
+            out.append(QualityBlock(start, start + blocks.shape[2], sqi[i], flags[i]))
+        self._start += blocks.shape[0] * blocks.shape[2]
         return out

@@ -171,6 +171,18 @@ def coherence(window: np.ndarray) -> float:
     return float(np.add.reduce(mean * mean, axis=None)) / (energy * len(window))
 
 
+def coherences(windows: np.ndarray) -> np.ndarray:
+    """`coherence` of each window of a (k, n, row) stack, the same bits (each sum runs over
+    the same contiguous values in the same order) for a few calls instead of a few per window."""
+    k, n = windows.shape[:2]
+    flat = windows.reshape(k, -1)
+    energy = np.add.reduce(flat * flat, axis=1)
+    mean = np.add.reduce(windows, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.add.reduce(mean * mean, axis=1) / (energy * n)
+    return np.where(energy > 0, ratio, 1.0)
+
+
 class _Log:
     """An append-only series of numbers addressed by absolute index (amortised O(1) append)."""
 
@@ -318,12 +330,23 @@ class RhythmTracker:
             self._segments.append(batch.reshape(len(batch), -1))
         half = self.conf.coherence_half_window
         n = len(self._samples)
-        stop = n if at_end else n - half
-        values = []
-        for i in range(len(self._coherence), stop):
-            lo, hi = max(i - half, 0), min(i + half + 1, n)
-            values.append(coherence(self._segments.window(lo, hi)))
+        start, stop = len(self._coherence), n if at_end else n - half
+        # Beats whose window the stream's ends cut one by one, those with a whole one (all
+        # but a few) in one stack.
+        first, last = max(start, half), min(stop, n - half)
+        if first >= last:
+            first = last = stop
+        values = [self._cut_coherence(i, n) for i in range(start, first)]
+        if first < last:
+            rows = self._segments.window(first - half, last + half)
+            values += coherences(rows[np.arange(last - first)[:, None]
+                                      + np.arange(2 * half + 1)]).tolist()
+        values += [self._cut_coherence(i, n) for i in range(last, stop)]
         self._coherence.extend(values)
+
+    def _cut_coherence(self, beat: int, n: int) -> float:
+        half = self.conf.coherence_half_window
+        return coherence(self._segments.window(max(beat - half, 0), min(beat + half + 1, n)))
 
     def _differences(self, lo: int, hi: int) -> np.ndarray:
         """`successive_differences` of all RR intervals, entries lo..hi-1 (from the tail)."""

@@ -84,6 +84,12 @@ def cut_points_mv(leads: tuple[str, ...], sex: str | None = None,
 
 
 def has_twelve_leads(leads: tuple[str, ...]) -> bool:
+    return _covers_standard_leads(tuple(leads))
+
+
+@lru_cache(maxsize=64)
+def _covers_standard_leads(leads: tuple[str, ...]) -> bool:
+    """Cached: a stream asks after every normal beat, always about its own leads."""
     return set(STANDARD_LEADS) <= set(leads)
 
 
@@ -256,6 +262,9 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
     np.add.accumulate(quiet, axis=1, dtype=np.int32, out=counts[:, 1:])
     # all_quiet[:, p]: slopes p .. p + run - 1 are all quiet.
     all_quiet = (counts[:, run:] - counts[:, :-run]) == run
+    if n_beats == 1:
+        onset, j_point = _one_beat_fiducials(all_quiet[0], search)
+        return np.array([onset]), np.array([j_point])
     # Onset: one past the end of the last quiet run that ends min_onset_s before R (ends are
     # positive: -1 is none).
     latest = np.maximum.reduce(np.where(all_quiet[:, search.onset_runs], search.onset_ends, -1),
@@ -266,6 +275,17 @@ def fiducials(clean: np.ndarray, r_index: int, fs: float,
                                  axis=1, initial=length)
     j_point = np.where(earliest < length, earliest, search.default_j)
     return onset.astype(np.int64, copy=False), j_point.astype(np.int64, copy=False)
+
+
+def _one_beat_fiducials(all_quiet: np.ndarray, search: _Search) -> tuple[int, int]:
+    """`fiducials` of one beat from its quiet runs: the same points, picked from the runs
+    that are quiet instead of reduced over all of them (a live stream measures one beat at a
+    time)."""
+    onsets = np.flatnonzero(all_quiet[search.onset_runs])
+    j_points = np.flatnonzero(all_quiet[search.j_runs])
+    onset = int(search.onset_ends[onsets[-1]]) if len(onsets) else search.default_onset
+    j_point = int(search.j_starts[j_points[0]]) if len(j_points) else search.default_j
+    return onset, j_point
 
 
 @dataclass(frozen=True)
@@ -297,6 +317,11 @@ def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, t_stop: n
         empty = np.empty((0, n_leads))
         return Levels(empty, empty, empty, empty)
     width = _samples(conf.average_s, fs)
+    if n_beats == 1:
+        single = _one_beat_levels(raw[0], int(onset[0]), int(j_point[0]), int(t_stop[0]), width,
+                                  _samples(conf.j_offset_s, fs))
+        if single is not None:
+            return single
     at_j = j_point - width // 2
     # Where the three averages start, per beat: PR level, J, J + 60 ms; gathered in one go.
     first = np.array([onset - width, at_j, at_j + _samples(conf.j_offset_s, fs)]).T
@@ -318,6 +343,29 @@ def st_levels(raw: np.ndarray, onset: np.ndarray, j_point: np.ndarray, t_stop: n
     if empty.any():
         t_max[empty] = t_min[empty] = np.nan
     return Levels(levels[:, 1] - baseline, levels[:, 2] - baseline, t_max, t_min)
+
+
+def _one_beat_levels(window: np.ndarray, onset: int, j_point: int, t_stop: int, width: int,
+                     j_offset: int) -> Levels | None:
+    """`st_levels` of one beat window (samples, leads) from slices of it: the same sums, in the
+    same order, and the same extremes as the gathered many-beat case for a third of its numpy
+    calls (a live stream measures one beat at a time). None when an average would reach past
+    the window's edge, where the many-beat case repeats the edge sample."""
+    at_j = j_point - width // 2
+    starts = (onset - width, at_j, at_j + j_offset)
+    if min(starts) < 0 or max(starts) + width > len(window):
+        return None
+    baseline, at_j_level, later = (np.add.reduce(window[start:start + width], axis=0) / width
+                                   for start in starts)
+    t_start, t_last = starts[2] + width, min(t_stop, len(window)) - 1
+    if t_last >= t_start:
+        t_wave = window[t_start:t_last + 1]
+        t_max = np.maximum.reduce(t_wave, axis=0) - baseline
+        t_min = np.minimum.reduce(t_wave, axis=0) - baseline
+    else:
+        t_max, t_min = np.full(len(baseline), np.nan), np.full(len(baseline), np.nan)
+    return Levels((at_j_level - baseline)[None], (later - baseline)[None], t_max[None],
+                  t_min[None])
 
 
 class StTracker:
