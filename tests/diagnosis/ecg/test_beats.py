@@ -187,3 +187,16 @@ def test_shapes_are_compared_at_the_best_alignment() -> None:
     for _ in range(5):
         rigid.label(biphasic(rigid), 0.8, 0.8)
     assert rigid.features(biphasic(rigid, -0.024), 0.6, 0.8).correlation < 0.0
+
+
+def test_a_run_stays_ventricular_while_it_lasts() -> None:
+    """A beat neither wide nor premature is V only as the next beat of a run of its shape."""
+    fs = 500.0
+    labeller = beats.BeatLabeler(fs)
+    normal, ectopic = beat(fs, 0.08, 1.0), -beat(fs, 0.09, 1.5)
+    for _ in range(5):
+        labeller.label(normal, 0.8, 0.8)
+    assert labeller.label(ectopic, 0.4, 0.8) == "V"        # premature and wider
+    assert labeller.label(ectopic, 0.8, 0.8) == "V"        # the run goes on
+    assert labeller.label(normal, 0.8, 0.8) == "N"
+    assert labeller.label(ectopic, 0.8, 0.8) == "N"        # no run to continue
