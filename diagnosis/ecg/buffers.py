@@ -49,34 +49,53 @@ class BlockFiller:
     """Cuts a stream into consecutive blocks of `size` samples as they complete.
 
     The block being filled is kept in place: a chunk costs a copy of itself, not of what came
-    before it.
+    before it. `channels_first` keeps and hands out blocks as (channels, size), the layout
+    per-channel work along the last axis wants, without a gather and transpose per block.
     """
 
-    def __init__(self, size: int, n_channels: int) -> None:
+    def __init__(self, size: int, n_channels: int, channels_first: bool = False) -> None:
         self.size = size
-        self._pending = np.empty((size, n_channels))
+        self.channels_first = channels_first
+        self._pending = np.empty((n_channels, size) if channels_first else (size, n_channels))
         self._held = 0
-        self._none = np.empty((0, size, n_channels))
+        self._none = np.empty((0,) + self._pending.shape)
         """What a push that completes no block returns (most do): one array, read only."""
         self._none.flags.writeable = False
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
-        """The blocks (n, size, n_channels) that `chunk` (samples, n_channels) completes;
-        n is 0 while the current block is still filling."""
+        """The blocks (n, size, n_channels), or (n, n_channels, size) channels first, that
+        `chunk` (samples, n_channels) completes; n is 0 while the current block is filling."""
         first = self.size - self._held
         if len(chunk) < first:
-            self._pending[self._held:self._held + len(chunk)] = chunk
-            self._held += len(chunk)
+            self._keep(chunk)
             return self._none
         used = first + (len(chunk) - first) // self.size * self.size
-        blocks = np.concatenate([self._pending[:self._held], chunk[:used]])
-        tail = chunk[used:]
-        self._pending[:len(tail)] = tail
-        self._held = len(tail)
-        return blocks.reshape((-1,) + self._pending.shape)
+        if not self.channels_first:
+            blocks = np.concatenate([self._pending[:self._held], chunk[:used]])
+            blocks = blocks.reshape((-1,) + self._pending.shape)
+        elif used == first:     # one block: the held samples and this chunk's first ones
+            self._pending[:, self._held:] = chunk[:first].T
+            blocks = self._pending[None].copy()
+        else:
+            blocks = np.concatenate([self._pending[:, :self._held].T, chunk[:used]])
+            blocks = np.ascontiguousarray(
+                blocks.reshape(-1, self.size, len(self._pending)).transpose(0, 2, 1))
+        self._held = 0
+        self._keep(chunk[used:])
+        return blocks
+
+    def _keep(self, samples: np.ndarray) -> None:
+        end = self._held + len(samples)
+        if self.channels_first:
+            self._pending[:, self._held:end] = samples.T
+        else:
+            self._pending[self._held:end] = samples
+        self._held = end
 
     def drain(self) -> np.ndarray:
-        """The incomplete block's samples (a view, valid until the next push); the filler
-        starts empty again."""
-        held, self._held = self._pending[:self._held], 0
+        """The incomplete block's samples, (held, n_channels) or channels first (n_channels,
+        held): a view, valid until the next push; the filler starts empty again."""
+        held = self._pending[:, :self._held] if self.channels_first \
+            else self._pending[:self._held]
+        self._held = 0
         return held

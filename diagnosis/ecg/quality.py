@@ -26,6 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from diagnosis.ecg import medians
+from diagnosis.ecg.buffers import BlockFiller
 
 LEAD_OFF = 1
 SATURATED = 2
@@ -232,8 +233,8 @@ def assess_leads_first(x: np.ndarray, fs: float, conf: QualityConf = QualityConf
 class QualityMonitor:
     """Judges each complete block of a stream as it fills; `finish` judges a long enough tail.
 
-    The block being filled is kept leads first, the layout `assess` works in: a block that one
-    chunk completes is judged where it lies, without being gathered and transposed again.
+    The block being filled is kept leads first, the layout `assess` works in, so a completed
+    block is judged without being gathered and transposed again.
     """
 
     def __init__(self, fs: float, n_leads: int, conf: QualityConf | None = None) -> None:
@@ -241,34 +242,16 @@ class QualityMonitor:
         self.n_leads = n_leads
         self.conf = conf or QualityConf()
         self.block = max(int(round(self.conf.block_s * fs)), 1)
-        self._pending = np.empty((n_leads, self.block))
-        self._held = 0
+        self._filler = BlockFiller(self.block, n_leads, channels_first=True)
         self._start = 0
         """Absolute index of the first pending sample (always a block boundary)."""
 
     def push(self, chunk: np.ndarray) -> list[QualityBlock]:
         chunk = np.asarray(chunk, dtype=np.float64).reshape(-1, self.n_leads)
-        room = self.block - self._held
-        if len(chunk) < room:
-            self._pending[:, self._held:self._held + len(chunk)] = chunk.T
-            self._held += len(chunk)
-            return []
-        used = room + (len(chunk) - room) // self.block * self.block
-        if used == room:        # one block, completed here
-            self._pending[:, self._held:] = chunk[:room].T
-            blocks = self._pending[None]
-        else:
-            blocks = np.ascontiguousarray(
-                np.concatenate([self._pending[:, :self._held].T, chunk[:used]])
-                .reshape(-1, self.block, self.n_leads).transpose(0, 2, 1))
-        judged = self._judge(blocks)
-        tail = chunk[used:]
-        self._pending[:, :len(tail)] = tail.T
-        self._held = len(tail)
-        return judged
+        return self._judge(self._filler.push(chunk))
 
     def finish(self) -> list[QualityBlock]:
-        tail, self._held = self._pending[:, :self._held], 0
+        tail = self._filler.drain()
         if tail.shape[1] < self.conf.min_block_fraction * self.block:
             self._start += tail.shape[1]
             return []
@@ -276,6 +259,8 @@ class QualityMonitor:
 
     def _judge(self, blocks: np.ndarray) -> list[QualityBlock]:
         """Blocks (n, n_leads, block_len), leads first."""
+        if not len(blocks):
+            return []
         sqi, flags = assess_leads_first(blocks, self.fs, self.conf)
         out = []
         for i in range(len(blocks)):
