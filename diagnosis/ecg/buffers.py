@@ -26,17 +26,18 @@ class SampleBuffer:
         return self.start + self._length
 
     def append(self, chunk: np.ndarray) -> None:
-        chunk = chunk.reshape(len(chunk), self._data.shape[1])
-        if self._length + len(chunk) > len(self._data):
+        n = len(chunk)
+        if chunk.shape[1:] != self._data.shape[1:]:     # 1-D, or a mismatch reshape refuses
+            chunk = chunk.reshape(n, self._data.shape[1])
+        if self._length + n > len(self._data):
             drop = max(self._length - self.keep, 0)
             kept = self._data[drop:self._length]
-            data = np.empty((max(len(self._data), 2 * (len(kept) + len(chunk))),
-                             self._data.shape[1]))
+            data = np.empty((max(len(self._data), 2 * (len(kept) + n)), self._data.shape[1]))
             data[:len(kept)] = kept
             self._data, self._length = data, len(kept)
             self.start += drop
-        self._data[self._length:self._length + len(chunk)] = chunk
-        self._length += len(chunk)
+        self._data[self._length:self._length + n] = chunk
+        self._length += n
 
     def window(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) clipped to what is retained; a view, do not modify."""

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d
 
 from diagnosis.ecg import filters
-from diagnosis.ecg.beats import AFTER_S, BEFORE_S, best_correlation, detrend
+from diagnosis.ecg.beats import AFTER_S, BEFORE_S, best_correlation, detrend, stepped_windows
 from diagnosis.ecg.buffers import SampleBuffer
 from diagnosis.ecg.medians import median
 
@@ -467,7 +466,7 @@ class QrsDetector:
         if len(span) < length + 2 * align:
             return None
         step = max(align // 4, 1)
-        windows = sliding_window_view(span, length, axis=0)[::step].transpose(0, 2, 1)
+        windows = stepped_windows(span, length, step)
         value = best_correlation(detrend(windows), self._templates)
         return value if np.isfinite(value) else None
 
@@ -534,7 +533,7 @@ class QrsDetector:
                 refined.append(max(centre, 0))
                 continue
             deviation = np.abs(window - median(window))
-            refined.append(start + int(np.argmax(deviation)))
+            refined.append(start + int(deviation.argmax()))
         return np.array(refined, dtype=np.int64)
 
 

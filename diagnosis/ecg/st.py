@@ -281,8 +281,8 @@ def _one_beat_fiducials(all_quiet: np.ndarray, search: _Search) -> tuple[int, in
     """`fiducials` of one beat from its quiet runs: the same points, picked from the runs
     that are quiet instead of reduced over all of them (a live stream measures one beat at a
     time)."""
-    onsets = np.flatnonzero(all_quiet[search.onset_runs])
-    j_points = np.flatnonzero(all_quiet[search.j_runs])
+    onsets = all_quiet[search.onset_runs].nonzero()[0]
+    j_points = all_quiet[search.j_runs].nonzero()[0]
     onset = int(search.onset_ends[onsets[-1]]) if len(onsets) else search.default_onset
     j_point = int(search.j_starts[j_points[0]]) if len(j_points) else search.default_j
     return onset, j_point

@@ -154,6 +154,22 @@ def test_stacked_windows() -> None:
     assert np.isnan(beats.best_correlation(flat, templates))
 
 
+@pytest.mark.parametrize("shape, axis, length, step, start", [
+    ((40, 3), 0, 10, 1, 0), ((40, 3), 0, 10, 4, 0), ((3, 41), 1, 25, 3, 2),
+    ((3, 41), 1, 41, 5, 0), ((5, 2), 0, 5, 2, 0)])
+def test_stepped_windows_are_the_sliding_windows_taken_every_step(shape, axis, length, step,
+                                                                  start) -> None:
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    expected = np.moveaxis(np.lib.stride_tricks.sliding_window_view(x, length, axis=axis),
+                           axis, 0)[start::step]
+    expected = np.moveaxis(expected, -1, axis + 1)
+    for given in (x, np.asfortranarray(x)):
+        windows = beats.stepped_windows(given, length, step, axis=axis, start=start)
+        assert windows.shape == expected.shape and np.array_equal(windows, expected)
+        assert not windows.flags.writeable
+    assert beats.stepped_windows(x, x.shape[axis] + 1, step, axis=axis).shape[0] == 0
+
+
 def test_width_is_the_qrs_not_a_spike_beside_it() -> None:
     """A spike 0.1 s after the QRS (noise, a T wave's peak) is a run of slope of its own."""
     fs = 500.0
