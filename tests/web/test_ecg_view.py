@@ -115,6 +115,8 @@ async def test_an_expert_follows_a_stemi_live_and_a_later_one_sees_its_alert(wor
         report = await asyncio.wait_for(sending, 30)
     assert report.samples == len(stemi.samples)
     await expert.wait_for_function(f"{STATE}.complete && {STATE}.rhythm !== null")
+    # Beats are marked at the next animation frame after they arrive: let the strip catch up.
+    await expert.wait_for_function(f"(state => state.markers === state.beats.length)({STATE})")
 
     # What the page shows is what the analysis of the stored recording says (the live
     # analysis equals it, docs/ecg-stream.md).
