@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from aiohttp import MultipartWriter, hdrs
 from aiohttp.test_utils import TestClient
 
 from telemed import auth
@@ -118,6 +119,30 @@ class World:
         if expect is not None:
             assert response.status == expect, (response.status, body)
         return body
+
+    async def stow(self, blobs: list[bytes | Path], who: str = "clinician", query: str = "",
+                   part_type: str = "application/dicom",
+                   expect: int | None = None) -> tuple[int, Any]:
+        """A STOW-RS request of `blobs` (DICOM bytes or files), each part of `part_type`;
+        the status and the JSON body."""
+        body, headers = await self.stow_body(blobs, part_type)
+        response = await self.client.post(f"/dicomweb/studies{query}", data=body,
+                                          headers={**headers, **self.auth(who)})
+        answer = await response.json(content_type=None)
+        if expect is not None:
+            assert response.status == expect, (response.status, answer)
+        return response.status, answer
+
+    @staticmethod
+    async def stow_body(blobs: list[bytes | Path],
+                        part_type: str = "application/dicom") -> tuple[bytes, dict[str, str]]:
+        """A STOW-RS multipart/related body and its Content-Type header."""
+        writer = MultipartWriter("related")
+        for blob in blobs:
+            writer.append(blob.read_bytes() if isinstance(blob, Path) else blob,
+                          {hdrs.CONTENT_TYPE: part_type})
+        return await writer.as_bytes(), {hdrs.CONTENT_TYPE: (
+            f'multipart/related; type="application/dicom"; boundary={writer.boundary}')}
 
     async def request_consult(self, who: str = "clinician", **overrides: Any) -> dict:
         body = {"patient_id": self.patient, "target_institution_id": self.institutions["hospital"],

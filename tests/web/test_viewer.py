@@ -19,7 +19,6 @@ import time
 
 import pydicom
 import pytest
-from aiohttp import MultipartWriter, hdrs
 from playwright.async_api import Page
 from pydicom.pixels import apply_modality_lut
 
@@ -47,15 +46,8 @@ async def ct_consult(world, shared_data) -> dict:
                                    "home_institution_id": world.institutions["township"]})
     conn.close()
     consult = await world.request_consult(patient_id=CT_PATIENT, specialty="radiology")
-    writer = MultipartWriter("related")
-    for path in sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm")):
-        writer.append(path.read_bytes(), {hdrs.CONTENT_TYPE: "application/dicom"})
-    body = await writer.as_bytes()
-    response = await world.client.post(
-        f"/dicomweb/studies?consult={consult['id']}", data=body, headers={
-            hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; boundary={writer.boundary}',
-            **world.auth("clinician")})
-    assert response.status == 200, await response.text()
+    await world.stow(sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm")),
+                     query=f"?consult={consult['id']}", expect=200)
     return consult
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from aiohttp import MultipartWriter, WSMsgType, WSServerHandshakeError, hdrs
+from aiohttp import WSMsgType, WSServerHandshakeError
 
 from diagnosis.dicom import link, plan, progressive, series_socket
 from diagnosis.dicom.delivery import FRAME_END, HEADER, LEVEL_END
@@ -27,18 +27,6 @@ from telemed.store import accounts
 from telemed.store.database import connect
 
 CT_PATIENT = "QMNx85rKkkg"
-
-
-async def stow(world, paths: list[Path], who: str = "clinician", query: str = "") -> None:
-    writer = MultipartWriter("related")
-    for path in paths:
-        writer.append(path.read_bytes(), {hdrs.CONTENT_TYPE: "application/dicom"})
-    body = await writer.as_bytes()
-    response = await world.client.post(
-        f"/dicomweb/studies{query}", data=body, headers={
-            hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; '
-                               f"boundary={writer.boundary}", **world.auth(who)})
-    assert response.status == 200, await response.text()
 
 
 def add_patient(world, patient_id: str) -> None:
@@ -56,9 +44,9 @@ async def stow_as_its_patient(world, path: Path) -> None:
     patient_id = pydicom.dcmread(path, stop_before_pixels=True).get("PatientID")
     if patient_id:
         add_patient(world, patient_id)
-        await stow(world, [path])
+        await world.stow([path], expect=200)
     else:
-        await stow(world, [path], query=f"?patient={world.patient}")
+        await world.stow([path], query=f"?patient={world.patient}", expect=200)
 
 
 def series_url(path: Path) -> str:
@@ -156,7 +144,7 @@ def check_bit_exact(viewer: Viewer, pixels: list[np.ndarray]) -> None:
 async def test_ct_series_view_first_previews_then_full_outward_bit_exact(world, shared_data):
     paths = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))
     add_patient(world, CT_PATIENT)
-    await stow(world, paths)
+    await world.stow(paths, expect=200)
     pixels = [pydicom.dcmread(p).pixel_array for p in paths]
     count, view, moved = len(paths), 10, 24
     url = series_url(paths[0])
@@ -347,7 +335,7 @@ async def test_previews_first_order_and_a_viewer_leaving_mid_stream(world, share
 
     ct = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))[:6]
     add_patient(world, CT_PATIENT)
-    await stow(world, ct)
+    await world.stow(ct, expect=200)
     async with world.client.ws_connect(series_url(ct[0]), headers=world.auth("clinician")) as ws:
         shrink_receive_buffer(ws)
         viewer = Viewer(ws)
@@ -369,7 +357,7 @@ async def test_jxl_pairs_arrive_bit_exact_in_fewer_bytes_and_auto_order_follows_
     fast one, and each status says which. A viewer that kept some frames gets only the rest."""
     paths = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))[8:16]
     add_patient(world, CT_PATIENT)
-    await stow(world, paths)
+    await world.stow(paths, expect=200)
     pixels = [pydicom.dcmread(p).pixel_array for p in paths]
     count, view, url = len(paths), 3, series_url(paths[0])
 
@@ -463,7 +451,7 @@ async def test_stored_images_are_prepared_in_every_configured_codec(imaging, sha
                                                                    prepared):
     world = imaging
     paths = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))[:4]
-    await stow(world, paths + [shared_data / "ecg" / "dicom" / "waveform_ecg.dcm"])
+    await world.stow(paths + [shared_data / "ecg" / "dicom" / "waveform_ecg.dcm"], expect=200)
     with world.db() as conn:
         rows = conn.execute("SELECT sha256, is_image FROM dicom_instances").fetchall()
     images = [row["sha256"] for row in rows if row["is_image"]]
@@ -497,7 +485,7 @@ async def test_a_failure_to_prepare_streams_loses_nothing(imaging, shared_data, 
 
     monkeypatch.setattr(progressive, "derive", failing)
     path = sorted((shared_data / "dicom" / "ct-head-ge").glob("*.dcm"))[0]
-    await stow(imaging, [path])
+    await imaging.stow([path], expect=200)
     for _ in range(100):
         if "the encoder is out of order" in caplog.text:
             break

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from aiohttp import MultipartReader, MultipartWriter, hdrs
+from aiohttp import MultipartReader, hdrs
 from pydicom.filereader import data_element_generator
 
 from diagnosis.dicom.transcode import decode_frames
@@ -18,15 +18,6 @@ from telemed.store import accounts
 from telemed.store.database import connect
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
-
-
-async def multipart(blobs: list[bytes], part_type: str = "application/dicom") -> tuple[bytes, dict]:
-    writer = MultipartWriter("related")
-    for blob in blobs:
-        writer.append(blob, {hdrs.CONTENT_TYPE: part_type})
-    body = await writer.as_bytes()
-    return body, {hdrs.CONTENT_TYPE: f'multipart/related; type="application/dicom"; '
-                                                   f"boundary={writer.boundary}"}
 
 
 async def parts(response) -> list[bytes]:
@@ -57,13 +48,6 @@ def archive_world(world, files):
     return world
 
 
-async def stow(world, blobs, who="clinician", query="", part_type="application/dicom"):
-    body, headers = await multipart(blobs, part_type)
-    response = await world.client.post(f"/dicomweb/studies{query}", data=body,
-                                       headers={**headers, **world.auth(who)})
-    return response.status, await response.json(content_type=None)
-
-
 def stored_count(world) -> tuple[int, int]:
     with world.db() as conn:
         rows = conn.execute("SELECT COUNT(*) FROM dicom_instances").fetchone()[0]
@@ -81,10 +65,10 @@ async def test_every_file_round_trips_byte_exact(archive_world, files):
     world = archive_world
     named = [p for p in files if pydicom.dcmread(p, stop_before_pixels=True).get("PatientID")]
     anonymous = [p for p in files if p not in named]
-    status, body = await stow(world, [p.read_bytes() for p in named])
+    status, body = await world.stow([p.read_bytes() for p in named])
     assert status == 200, body
     assert len(body["00081199"]["Value"]) == len(named) and "00081198" not in body
-    status, body = await stow(world, [p.read_bytes() for p in anonymous], query="?patient=ANON-1")
+    status, body = await world.stow([p.read_bytes() for p in anonymous], query="?patient=ANON-1")
     assert status == 200, body
     assert stored_count(world) == (len(files), len(files))
     for path in files:
@@ -96,7 +80,7 @@ async def test_every_file_round_trips_byte_exact(archive_world, files):
         assert response.status == 200, path.name
         (blob,) = await parts(response)
         assert hashlib.sha256(blob).digest() == hashlib.sha256(path.read_bytes()).digest(), path.name
-    again, body = await stow(world, [files[0].read_bytes()])
+    again, body = await world.stow([files[0].read_bytes()])
     assert again == 200, "re-sending identical bytes is accepted without a second copy"
     assert stored_count(world) == (len(files), len(files))
 
@@ -104,8 +88,8 @@ async def test_every_file_round_trips_byte_exact(archive_world, files):
 async def test_qido_finds_what_was_stored(archive_world, files):
     world = archive_world
     ct = [p for p in files if p.parent.name == "ct-head-ge"]
-    await stow(world, [p.read_bytes() for p in ct])
-    await stow(world, [next(p for p in files if p.name == "MR2_UNCR.dcm").read_bytes()])
+    await world.stow([p.read_bytes() for p in ct])
+    await world.stow([next(p for p in files if p.name == "MR2_UNCR.dcm").read_bytes()])
     auth = world.auth("clinician")
     studies = await (await world.client.get("/dicomweb/studies?PatientID=QMNx85rKkkg",
                                             headers=auth)).json(content_type=None)
@@ -139,7 +123,7 @@ async def test_qido_finds_what_was_stored(archive_world, files):
 async def test_wado_negotiates_transfer_syntax_and_serves_metadata_and_frames(archive_world, files):
     world = archive_world
     by_name = {p.name: p for p in files}
-    await stow(world, [by_name[n].read_bytes() for n in ("01.dcm", "RG3_J2KR.dcm",
+    await world.stow([by_name[n].read_bytes() for n in ("01.dcm", "RG3_J2KR.dcm",
                                                          "eCT_Supplemental.dcm")])
     auth = world.auth("clinician")
     study, series, sop = uid_of(by_name["01.dcm"])
@@ -189,7 +173,7 @@ async def test_non_image_objects_are_stored_and_indexed_not_rendered(archive_wor
     accounts.create_patient(conn, {"id": "642341", "name": "ECG", "sex": "U",
                                    "home_institution_id": world.institutions["township"]})
     conn.close()
-    status, _ = await stow(world, [ecg.read_bytes()])
+    status, _ = await world.stow([ecg.read_bytes()])
     assert status == 200
     study, series, sop = uid_of(ecg)
     found = await (await world.client.get("/dicomweb/studies?ModalitiesInStudy=ECG",
@@ -207,7 +191,7 @@ async def test_truncated_files_are_refused_and_nothing_is_kept(archive_world, fi
     for path in (files[0], next(p for p in files if p.name == "RG3_J2KR.dcm")):
         blob = path.read_bytes()
         end = int(len(blob) * cut) if isinstance(cut, float) else cut
-        status, body = await stow(world, [blob[:end]])
+        status, body = await world.stow([blob[:end]])
         assert status == 409, (path.name, end, body)
         assert body["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
     assert stored_count(world) == (0, 0)
@@ -224,7 +208,7 @@ async def test_every_element_boundary_cut_is_refused(archive_world, files):
     for _ in data_element_generator(stream, False, True, defer_size=1):
         boundaries.append(stream.tell())
     bodies = [blob[:b] for b in boundaries[:-1]]
-    status, body = await stow(world, bodies)
+    status, body = await world.stow(bodies)
     assert status == 409 and len(body["00081198"]["Value"]) == len(bodies)
     assert stored_count(world) == (0, 0)
 
@@ -232,13 +216,13 @@ async def test_every_element_boundary_cut_is_refused(archive_world, files):
 @pytest.mark.parametrize("blob", [b"not dicom at all", b"\x89PNG\r\n\x1a\n" + bytes(300),
                                   bytes(128) + b"DICM" + bytes(20)])
 async def test_non_dicom_bytes_are_refused(archive_world, blob):
-    status, body = await stow(archive_world, [blob])
+    status, body = await archive_world.stow([blob])
     assert status == 409
     assert stored_count(archive_world) == (0, 0)
 
 
 async def test_mixed_upload_keeps_only_the_good_instances(archive_world, files):
-    status, body = await stow(archive_world, [files[0].read_bytes(), b"garbage",
+    status, body = await archive_world.stow([files[0].read_bytes(), b"garbage",
                                               files[1].read_bytes()[:9000]])
     assert status == 202
     assert len(body["00081199"]["Value"]) == 1 and len(body["00081198"]["Value"]) == 2
@@ -247,7 +231,7 @@ async def test_mixed_upload_keeps_only_the_good_instances(archive_world, files):
 
 async def test_malformed_multipart_and_media_types(archive_world, files):
     world = archive_world
-    body, headers = await multipart([files[0].read_bytes()])
+    body, _ = await world.stow_body([files[0]])
     wrong = {hdrs.CONTENT_TYPE: 'multipart/related; type="application/dicom"; boundary=nope'}
     response = await world.client.post("/dicomweb/studies", data=body,
                                        headers={**wrong, **world.auth("clinician")})
@@ -257,17 +241,17 @@ async def test_malformed_multipart_and_media_types(archive_world, files):
                                        headers={hdrs.CONTENT_TYPE: "text/plain",
                                                 **world.auth("clinician")})
     assert response.status == 415
-    status, _ = await stow(world, [files[0].read_bytes()], part_type="text/plain")
+    status, _ = await world.stow([files[0].read_bytes()], part_type="text/plain")
     assert status == 415
     assert stored_count(world) == (0, 0)
 
 
 async def test_access_follows_patient_permissions(archive_world, files):
     world = archive_world
-    status, body = await stow(world, [files[0].read_bytes()], who="other_clinician")
+    status, body = await world.stow([files[0].read_bytes()], who="other_clinician")
     assert status == 409 and body["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
     assert stored_count(world) == (0, 0)
-    await stow(world, [files[0].read_bytes()])
+    await world.stow([files[0].read_bytes()])
     study, series, sop = uid_of(files[0])
     for who in ("other_clinician", "cardiologist"):
         found = await (await world.client.get("/dicomweb/studies",
@@ -296,14 +280,14 @@ async def test_upload_links_study_to_consult_and_names_patient(archive_world, fi
     ct = files[0]
     patient = pydicom.dcmread(ct, stop_before_pixels=True).PatientID
     consult = await world.request_consult(patient_id=patient, specialty="radiology")
-    status, _ = await stow(world, [ct.read_bytes()], query=f"?consult={consult['id']}")
+    status, _ = await world.stow([ct.read_bytes()], query=f"?consult={consult['id']}")
     assert status == 200
     refreshed = await world.call("GET", f"/api/consults/{consult['id']}", "clinician", expect=200)
     assert [(a["kind"], a["ref"]) for a in refreshed["attachments"]] == [("study", uid_of(ct)[0])]
     found = await (await world.client.get("/dicomweb/studies",
                                           headers=world.auth("radiologist"))).json(content_type=None)
     assert len(found) == 1, "the radiologist offered the consult sees its study"
-    status, body = await stow(world, [files[1].read_bytes()], query="?patient=P-1")
+    status, body = await world.stow([files[1].read_bytes()], query="?patient=P-1")
     assert status == 409, "a Patient ID in the file that differs from the one named is refused"
 
 
@@ -313,9 +297,9 @@ async def test_rendered_and_thumbnail_views(archive_world, files):
     from pydicom.pixels import apply_modality_lut
     world = archive_world
     by_name = {p.name: p for p in files}
-    await stow(world, [by_name[n].read_bytes() for n in ("01.dcm", "RG3_J2KR.dcm",
+    await world.stow([by_name[n].read_bytes() for n in ("01.dcm", "RG3_J2KR.dcm",
                                                          "US1_UNCR.dcm", "eCT_Supplemental.dcm")])
-    await stow(world, [by_name["emri_small_jpeg_ls_lossless.dcm"].read_bytes()],
+    await world.stow([by_name["emri_small_jpeg_ls_lossless.dcm"].read_bytes()],
                query="?patient=ANON-1")
     auth = world.auth("clinician")
 
@@ -381,7 +365,7 @@ async def test_a_viewer_on_another_origin_reads_a_study_as_ohif_does(archive_wor
     frames as stored. Other origins get no CORS grant."""
     world = archive_world
     ct = sorted(p for p in files if p.parent.name == "ct-head-ge")[:3]
-    await stow(world, [p.read_bytes() for p in ct])
+    await world.stow([p.read_bytes() for p in ct])
     auth, origin = world.auth("clinician"), {"Origin": VIEWER_ORIGIN}
     preflight = await world.client.options("/dicomweb/studies", headers={
         **origin, "Access-Control-Request-Method": "GET",
@@ -438,7 +422,7 @@ async def test_equally_accepted_lossless_syntaxes_get_each_instance_smallest(arc
     world = archive_world
     by_name = {p.name: p for p in files}
     chosen = [by_name[n] for n in ("01.dcm", "US1_UNCR.dcm", "MR2_UNCR.dcm")]
-    await stow(world, [p.read_bytes() for p in chosen])
+    await world.stow([p.read_bytes() for p in chosen])
     auth = world.auth("clinician")
     syntaxes = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.110"]
     smallest_of = {}

@@ -16,7 +16,7 @@ import imagecodecs
 import numpy as np
 import pydicom
 import pytest
-from aiohttp import MultipartReader, MultipartWriter, hdrs
+from aiohttp import MultipartReader, hdrs
 from PIL import Image
 from pydicom.encaps import generate_frames
 from pydicom.multival import MultiValue
@@ -40,26 +40,13 @@ async def parts(response) -> list[tuple[dict, bytes]]:
     return found
 
 
-async def stow(world, blobs: list[bytes], query: str = "") -> None:
-    writer = MultipartWriter("related")
-    for blob in blobs:
-        writer.append(blob, {hdrs.CONTENT_TYPE: "application/dicom"})
-    body = await writer.as_bytes()
-    response = await world.client.post(f"/dicomweb/studies{query}", data=body,
-                                       headers={hdrs.CONTENT_TYPE: (
-                                           'multipart/related; type="application/dicom"; '
-                                           f"boundary={writer.boundary}"),
-                                           **world.auth("clinician")})
-    assert response.status == 200, await response.text()
-
-
 async def stow_files(world, paths: list[Path]) -> None:
     named = [p for p in paths if pydicom.dcmread(p, stop_before_pixels=True).get("PatientID")]
     if named:
-        await stow(world, [p.read_bytes() for p in named])
+        await world.stow(named, expect=200)
     anonymous = [p for p in paths if p not in named]
     if anonymous:
-        await stow(world, [p.read_bytes() for p in anonymous], "?patient=ANON-1")
+        await world.stow(anonymous, query="?patient=ANON-1", expect=200)
 
 
 def url_of(ds) -> str:
@@ -330,7 +317,7 @@ async def test_a_modality_without_a_cap_is_refused(imaging, files):
     other.file_meta.MediaStorageSOPInstanceUID = other.SOPInstanceUID
     out = io.BytesIO()
     other.save_as(out, enforce_file_format=True)
-    await stow(world, [out.getvalue()])
+    await world.stow([out.getvalue()], expect=200)
     await set_policy(world, "township", True)
     for syntax in (J2K, HTJ2K):
         refused = await get(world, url_of(other), dicom_accept(syntax))
