@@ -35,8 +35,9 @@ bench runs the other two and says so).
    (what they analyse of a 12-lead stream) and on each of the 12 leads in turn. Ratios compare
    like with like; the throughput target is judged on the whole analysis.
 4. Ventricular beat labels. Through `diagnosis.ecg.analysis.analyze` on the selected annotated
-   WFDB records: its "V" beats against the reference V and E beats, over the matched beats
-   (`scoring.ventricular_match`, EC57 VEB Se and +P), per record and in total.
+   WFDB records: its "V" beats against the reference V, r and E beats, counted as PhysioNet's
+   bxb counts EC57 VEB (`scoring.ventricular_match`: a missed V is a false negative, an extra
+   beat called V a false positive, a V on a fusion beat neither), per record and in total.
 5. AF. Through `diagnosis.ecg.analysis.analyze` on the nine CPSC 2021 records: the samples in
    its AF rhythm episodes against the samples in the reference `(AFIB` episodes
    (`scoring.reference_af_mask`), duration-weighted Se and Sp per record and in total.
@@ -589,8 +590,8 @@ def measure_labels(records: list[references.AnnotatedRecord],
 
 
 def print_labels(per_record: dict[str, scoring.BeatMatch]) -> None:
-    print("== Ventricular beat labels: the whole analysis's 'V' against the reference V and E"
-          " beats (EC57 VEB, over matched beats) ==")
+    print("== Ventricular beat labels: the whole analysis's 'V' against the reference V, r and E"
+          " beats (EC57 VEB, as bxb counts it) ==")
     print(f"{'record':<22}{'V beats':>8}{'Se':>8}{'+P':>8}{'FN':>5}{'FP':>5}")
     total = empty_match()
     for name, veb in per_record.items():

@@ -13,9 +13,15 @@ BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 
 MATCH_WINDOW_S = 0.150
 
-VENTRICULAR_SYMBOLS = frozenset("VE")
-"""EC57's ventricular ectopic beat class (VEB): premature ventricular contraction, ventricular
-escape."""
+VENTRICULAR_SYMBOLS = frozenset("VrE")
+"""EC57's ventricular ectopic beat class (VEB): premature ventricular contraction, R-on-T
+premature ventricular contraction, ventricular escape."""
+
+UNJUDGED_SYMBOLS = frozenset("F/fQ?")
+"""Reference beats EC57's VEB statistics leave out when the algorithm calls them V (fusion,
+paced, fusion of paced and normal, unclassifiable): such a V is neither right nor wrong
+(PhysioNet's bxb, the standard's reference implementation, counts their "Fv" and "Qv" in
+neither)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,12 @@ class BeatMatch:
     matched_detection: np.ndarray = field(repr=False)
     offsets_s: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     """Detection minus reference in seconds: comparable across records of different rates."""
+    missed_reference: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64),
+                                         repr=False)
+    """Index into the sorted reference array of each false negative (empty once added)."""
+    extra_detection: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64),
+                                        repr=False)
+    """Index into the sorted detections of each false positive (empty once added)."""
 
     @property
     def sensitivity(self) -> float:
@@ -90,27 +102,38 @@ def match_beats(reference: np.ndarray, detected: np.ndarray, fs: float,
     scored = ref_in[ref_index]
     ref_index, det_index = ref_index[scored], det_index[scored]
     offsets = detected[det_index] - reference[ref_index]
-    return BeatMatch(tp=len(ref_index), fn=int(np.sum(ref_in & ~ref_matched)),
-                     fp=int(np.sum(det_in & ~det_matched)), offsets=offsets,
+    missed = np.flatnonzero(ref_in & ~ref_matched)
+    extra = np.flatnonzero(det_in & ~det_matched)
+    return BeatMatch(tp=len(ref_index), fn=len(missed), fp=len(extra), offsets=offsets,
                      matched_reference=ref_index, matched_detection=det_index,
-                     offsets_s=offsets / float(fs))
+                     offsets_s=offsets / float(fs), missed_reference=missed,
+                     extra_detection=extra)
 
 
 def ventricular_match(match: BeatMatch, reference_symbols: list[str],
                       labels: list[str]) -> BeatMatch:
-    """EC57 VEB statistics over the matched beats of `match`: a reference beat in
-    `VENTRICULAR_SYMBOLS` labelled "V" is a true positive, labelled otherwise a false negative,
-    and a "V" on any other reference beat a false positive (missed and extra beats are the QRS
-    detector's statistics, not the labeller's). No offsets."""
-    if len(reference_symbols) <= int(match.matched_reference.max(initial=-1)) \
-            or len(labels) <= int(match.matched_detection.max(initial=-1)):
-        raise ValueError("a matched beat has no symbol or no label")
-    ventricular = np.array([reference_symbols[i] in VENTRICULAR_SYMBOLS
-                            for i in match.matched_reference.tolist()], dtype=bool)
+    """EC57 VEB statistics of the beat labels of `match`'s detections, as PhysioNet's bxb
+    counts them: a reference beat in `VENTRICULAR_SYMBOLS` labelled "V" is a true positive;
+    labelled otherwise, or not detected at all, a false negative; a "V" on a reference beat of
+    another class, or on a detection matching no reference beat, a false positive, except on
+    the `UNJUDGED_SYMBOLS` (fusion, paced, unclassifiable). No offsets."""
+    if len(reference_symbols) <= int(max(match.matched_reference.max(initial=-1),
+                                         match.missed_reference.max(initial=-1))) \
+            or len(labels) <= int(max(match.matched_detection.max(initial=-1),
+                                      match.extra_detection.max(initial=-1))):
+        raise ValueError("a scored beat has no symbol or no label")
+    reference = [reference_symbols[i] for i in match.matched_reference.tolist()]
+    ventricular = np.array([symbol in VENTRICULAR_SYMBOLS for symbol in reference], dtype=bool)
+    judged = np.array([symbol not in UNJUDGED_SYMBOLS for symbol in reference], dtype=bool)
     called = np.array([labels[i] == "V" for i in match.matched_detection.tolist()], dtype=bool)
+    missed = sum(reference_symbols[i] in VENTRICULAR_SYMBOLS
+                 for i in match.missed_reference.tolist())
+    extra = sum(labels[i] == "V" for i in match.extra_detection.tolist())
     empty = np.empty(0, dtype=np.int64)
-    return BeatMatch(int(np.sum(ventricular & called)), int(np.sum(ventricular & ~called)),
-                     int(np.sum(~ventricular & called)), empty, empty, empty, np.empty(0))
+    return BeatMatch(int(np.sum(ventricular & called)),
+                     int(np.sum(ventricular & ~called)) + missed,
+                     int(np.sum(~ventricular & judged & called)) + extra,
+                     empty, empty, empty, np.empty(0))
 
 
 def _nearest_pairs(reference: np.ndarray, detected: np.ndarray,

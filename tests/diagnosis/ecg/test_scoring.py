@@ -140,15 +140,30 @@ def test_episode_agreement_counts_samples() -> None:
     assert agreement.specificity == pytest.approx(58 / 70)
 
 
-def test_ventricular_match_counts_matched_beats_only() -> None:
-    reference = np.array([100, 400, 700, 1000])
-    symbols = ["N", "V", "E", "N"]
-    detected = np.array([102, 398, 1003, 1300])   # 700 missed, 1300 extra
-    labels = ["V", "V", "N", "V"]
+def test_ventricular_match_counts_as_physionets_bxb() -> None:
+    """EC57 VEB as bxb counts it: a missed V is a false negative and an extra detection
+    called V a false positive; a V called on a fusion or an unclassifiable beat is neither."""
+    reference = np.array([100, 400, 700, 1000, 1300, 1600, 1900])
+    symbols = ["N", "V", "E", "N", "F", "r", "Q"]
+    detected = np.array([102, 398, 1003, 1301, 1598, 1900, 2200])   # 700 missed, 2200 extra
+    labels = ["V", "V", "N", "V", "V", "V", "V"]
     veb = scoring.ventricular_match(match_beats(reference, detected, 360.0), symbols, labels)
-    assert (veb.tp, veb.fn, veb.fp) == (1, 0, 1)     # the missed E and the extra V are not counted
-    assert veb.sensitivity == 1.0 and veb.positive_predictivity == 0.5
+    # TP: 400 V, 1600 r. FN: the missed 700 E. FP: 100 N called V, the extra V at 2200.
+    assert (veb.tp, veb.fn, veb.fp) == (2, 1, 2)
+    assert veb.sensitivity == pytest.approx(2 / 3) and veb.positive_predictivity == 0.5
     total = veb + veb
-    assert (total.tp, total.fn, total.fp) == (2, 0, 2)
+    assert (total.tp, total.fn, total.fp) == (4, 2, 4)
+    labels[-1] = "N"     # the extra detection called normal is the detector's error only
+    veb = scoring.ventricular_match(match_beats(reference, detected, 360.0), symbols, labels)
+    assert (veb.tp, veb.fn, veb.fp) == (2, 1, 1)
     with pytest.raises(ValueError):
         scoring.ventricular_match(match_beats(reference, detected, 360.0), symbols[:1], labels)
+
+
+def test_ventricular_match_scores_inside_the_span_only() -> None:
+    reference = np.array([100, 400, 700])
+    detected = np.array([400, 705, 1000])
+    match = match_beats(reference, detected, 360.0, span=(300, 800))
+    assert np.array_equal(match.missed_reference, []) and np.array_equal(match.extra_detection, [])
+    veb = scoring.ventricular_match(match, ["V", "N", "N"], ["V", "N", "V"])
+    assert (veb.tp, veb.fn, veb.fp) == (0, 0, 1)   # 400 is a V on N; 100 and 1000 lie outside
