@@ -65,10 +65,10 @@ async def test_every_file_round_trips_byte_exact(archive_world, files):
     world = archive_world
     named = [p for p in files if pydicom.dcmread(p, stop_before_pixels=True).get("PatientID")]
     anonymous = [p for p in files if p not in named]
-    status, body = await world.stow([p.read_bytes() for p in named])
+    status, body = await world.stow(named)
     assert status == 200, body
     assert len(body["00081199"]["Value"]) == len(named) and "00081198" not in body
-    status, body = await world.stow([p.read_bytes() for p in anonymous], query="?patient=ANON-1")
+    status, body = await world.stow(anonymous, query="?patient=ANON-1")
     assert status == 200, body
     assert stored_count(world) == (len(files), len(files))
     for path in files:
@@ -80,7 +80,7 @@ async def test_every_file_round_trips_byte_exact(archive_world, files):
         assert response.status == 200, path.name
         (blob,) = await parts(response)
         assert hashlib.sha256(blob).digest() == hashlib.sha256(path.read_bytes()).digest(), path.name
-    again, body = await world.stow([files[0].read_bytes()])
+    again, body = await world.stow([files[0]])
     assert again == 200, "re-sending identical bytes is accepted without a second copy"
     assert stored_count(world) == (len(files), len(files))
 
@@ -88,7 +88,7 @@ async def test_every_file_round_trips_byte_exact(archive_world, files):
 async def test_qido_finds_what_was_stored(archive_world, files):
     world = archive_world
     ct = [p for p in files if p.parent.name == "ct-head-ge"]
-    await world.stow([p.read_bytes() for p in ct])
+    await world.stow(ct)
     await world.stow([next(p for p in files if p.name == "MR2_UNCR.dcm").read_bytes()])
     auth = world.auth("clinician")
     studies = await (await world.client.get("/dicomweb/studies?PatientID=QMNx85rKkkg",
@@ -173,7 +173,7 @@ async def test_non_image_objects_are_stored_and_indexed_not_rendered(archive_wor
     accounts.create_patient(conn, {"id": "642341", "name": "ECG", "sex": "U",
                                    "home_institution_id": world.institutions["township"]})
     conn.close()
-    status, _ = await world.stow([ecg.read_bytes()])
+    status, _ = await world.stow([ecg])
     assert status == 200
     study, series, sop = uid_of(ecg)
     found = await (await world.client.get("/dicomweb/studies?ModalitiesInStudy=ECG",
@@ -241,17 +241,17 @@ async def test_malformed_multipart_and_media_types(archive_world, files):
                                        headers={hdrs.CONTENT_TYPE: "text/plain",
                                                 **world.auth("clinician")})
     assert response.status == 415
-    status, _ = await world.stow([files[0].read_bytes()], part_type="text/plain")
+    status, _ = await world.stow([files[0]], part_type="text/plain")
     assert status == 415
     assert stored_count(world) == (0, 0)
 
 
 async def test_access_follows_patient_permissions(archive_world, files):
     world = archive_world
-    status, body = await world.stow([files[0].read_bytes()], who="other_clinician")
+    status, body = await world.stow([files[0]], who="other_clinician")
     assert status == 409 and body["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
     assert stored_count(world) == (0, 0)
-    await world.stow([files[0].read_bytes()])
+    await world.stow([files[0]])
     study, series, sop = uid_of(files[0])
     for who in ("other_clinician", "cardiologist"):
         found = await (await world.client.get("/dicomweb/studies",
@@ -280,14 +280,14 @@ async def test_upload_links_study_to_consult_and_names_patient(archive_world, fi
     ct = files[0]
     patient = pydicom.dcmread(ct, stop_before_pixels=True).PatientID
     consult = await world.request_consult(patient_id=patient, specialty="radiology")
-    status, _ = await world.stow([ct.read_bytes()], query=f"?consult={consult['id']}")
+    status, _ = await world.stow([ct], query=f"?consult={consult['id']}")
     assert status == 200
     refreshed = await world.call("GET", f"/api/consults/{consult['id']}", "clinician", expect=200)
     assert [(a["kind"], a["ref"]) for a in refreshed["attachments"]] == [("study", uid_of(ct)[0])]
     found = await (await world.client.get("/dicomweb/studies",
                                           headers=world.auth("radiologist"))).json(content_type=None)
     assert len(found) == 1, "the radiologist offered the consult sees its study"
-    status, body = await world.stow([files[1].read_bytes()], query="?patient=P-1")
+    status, body = await world.stow([files[1]], query="?patient=P-1")
     assert status == 409, "a Patient ID in the file that differs from the one named is refused"
 
 
@@ -365,7 +365,7 @@ async def test_a_viewer_on_another_origin_reads_a_study_as_ohif_does(archive_wor
     frames as stored. Other origins get no CORS grant."""
     world = archive_world
     ct = sorted(p for p in files if p.parent.name == "ct-head-ge")[:3]
-    await world.stow([p.read_bytes() for p in ct])
+    await world.stow(ct)
     auth, origin = world.auth("clinician"), {"Origin": VIEWER_ORIGIN}
     preflight = await world.client.options("/dicomweb/studies", headers={
         **origin, "Access-Control-Request-Method": "GET",
@@ -422,7 +422,7 @@ async def test_equally_accepted_lossless_syntaxes_get_each_instance_smallest(arc
     world = archive_world
     by_name = {p.name: p for p in files}
     chosen = [by_name[n] for n in ("01.dcm", "US1_UNCR.dcm", "MR2_UNCR.dcm")]
-    await world.stow([p.read_bytes() for p in chosen])
+    await world.stow(chosen)
     auth = world.auth("clinician")
     syntaxes = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.110"]
     smallest_of = {}
