@@ -6,7 +6,9 @@ are then judged in time order against adaptive signal and noise levels (Pan & To
 with a T-wave test and a search-back that recovers a weak beat when the rhythm says one is
 missing. Where amplitude cannot tell, shape does: a premature candidate no steeper than the last
 beat that is shaped unlike the recent beats, or drawn out over its surroundings, is an
-artefact, not an ectopic beat, and search-back only takes a candidate shaped like them.
+artefact, not an ectopic beat, and search-back only takes a candidate shaped like them. A
+candidate with one steep edge and no swing back is a baseline step (an electrode pop), and a
+beat its envelope lobe hid becomes a candidate after all.
 Search-back happens at a fixed point in time (once every candidate up to last beat + 1.66 RR is
 known) over candidates already known then, so the order of decisions, and every result, does
 not depend on how the stream is chunked: the envelope is a running sum carried sample by sample,
@@ -32,6 +34,9 @@ from diagnosis.ecg.medians import median
 NO_PEAKS = np.empty(0, dtype=np.int64)
 """What a push that finalises no beat returns (most do): one array, read only."""
 NO_PEAKS.flags.writeable = False
+NO_AMPLITUDES = np.empty(0)
+"""A shadowed candidate's amplitudes until it is judged (most never are)."""
+NO_AMPLITUDES.flags.writeable = False
 
 
 @dataclass
@@ -41,6 +46,11 @@ class _Candidate:
     amplitudes: np.ndarray
     """Per-lead RMS of the QRS band over the integration window ending at the peak, mV."""
     slope: float
+    one_sided: bool = False
+    """One steep edge without the swing back a QRS complex has: a baseline step if strong."""
+    shadowed: bool = False
+    """A local envelope maximum that a one-sided candidate's lobe before it kept from being a
+    candidate: judged only if that candidate is rejected as a baseline step."""
 
 
 class _Levels:
@@ -180,6 +190,12 @@ class QrsDetector:
         0.82 like the beats). 2.5 lies mid-margin. Beats at any timing go below it only in
         noisy stretches (40 of the 6319 found, mostly CPSC 2019): there an early beat could be
         lost."""
+        step_edge_ratio: float = 0.1
+        """A candidate whose gentler edge is under this fraction of its steeper one, on the lead
+        where it is largest, is a baseline step (an electrode pop or a jolt of the cable), not a
+        QRS complex, which swings back as steeply as it came: on the shared records every beat
+        found has a ratio of at least 0.25 (6281 beats; 17 under 0.3), the one step taken for a
+        beat (CPSC 2019 00513 at 2391, which hid the beat after it) 0.04."""
         searchback_correlation: float = 0.35
         """Search-back takes a weak candidate only if shaped at least this much like the beats:
         the beats it finds on the shared records correlate at least 0.42, the lone wave it took
@@ -205,6 +221,7 @@ class QrsDetector:
                 "foreign_correlation": -1 <= self.foreign_correlation <= 1,
                 "foreign_slope_ratio": self.foreign_slope_ratio > 0,
                 "foreign_prominence": self.foreign_prominence >= 0,
+                "step_edge_ratio": 0 <= self.step_edge_ratio < 1,
                 "searchback_correlation": -1 <= self.searchback_correlation <= 1,
             }
             bad = [name for name, ok in checks.items() if not ok]
@@ -223,6 +240,10 @@ class QrsDetector:
     ALIGN_S: ClassVar[float] = 0.02
     """Envelope peaks wander this much from beat to beat; shapes are compared at the best
     alignment within it, in steps of a quarter of it."""
+    EDGE_S: ClassVar[float] = 0.06
+    """A candidate's edges are looked for this far either side of its QRS centre."""
+    EDGE_STEP_S: ClassVar[float] = 0.004
+    """Edges are slopes over twice this span, steady against single-sample noise."""
     ABSURD_MV: ClassVar[float] = 1e6
     """No electrode gives a kilovolt, whatever unit a caller confused: such samples are missing
     (squared they would overflow the running energy sum to inf and silence the stream for good)."""
@@ -264,6 +285,12 @@ class QrsDetector:
         self._after = int(round(AFTER_S * fs))
         self._align = int(round(self.ALIGN_S * fs))
         self._surround = int(round(self.SURROUND_S * fs))
+        self._edge = max(int(round(self.EDGE_S * fs)), 1)
+        self._edge_step = max(int(round(self.EDGE_STEP_S * fs)), 1)
+        self._one_sided_peak: int | None = None
+        """Envelope peak of the last one-sided candidate, whose shadow is scanned for."""
+        self._step_peak: int | None = None
+        """Envelope peak of the last candidate rejected as a baseline step."""
         self._shapes: list[np.ndarray] = []
         """Clean windows of the last `SHAPE_HISTORY` beats, as they were."""
         self._templates: np.ndarray | None = None
@@ -383,26 +410,41 @@ class QrsDetector:
             highest = [np.maximum.reduce(envelope[max(i - radius, 0):i + radius + 1])
                        for i in local]
         for index, window_max in zip(local, highest):
-            if envelope[index] < window_max:
-                continue
             peak = lo + index
-            band = self._band.window(peak + 1 - self._width, peak + 1)
-            amplitudes = np.sqrt(np.add.reduce(band * band, axis=0) / len(band))
-            slope = np.maximum.reduce(
-                values[max(index - self._width, 0):index + self._width + 1, 1])
-            self._known.append(_Candidate(peak, amplitudes, float(slope)))
+            if envelope[index] >= window_max:
+                candidate = self._candidate(peak, values[:, 1], index)
+                self._known.append(candidate)
+                if candidate.one_sided:
+                    self._one_sided_peak = peak
+            elif (self._one_sided_peak is not None
+                  and self._radius < peak - self._one_sided_peak <= 2 * self._radius):
+                self._known.append(_Candidate(peak, NO_AMPLITUDES, 0.0, shadowed=True))
         self._scanned = until
+
+    def _candidate(self, peak: int, slopes: np.ndarray, index: int,
+                   shadowed: bool = False) -> _Candidate:
+        """The candidate with this envelope peak; `slopes[index]` is the peak's slope sample."""
+        band = self._band.window(peak + 1 - self._width, peak + 1)
+        amplitudes = np.sqrt(np.add.reduce(band * band, axis=0) / len(band))
+        slope = np.maximum.reduce(slopes[max(index - self._width, 0):index + self._width + 1])
+        return _Candidate(peak, amplitudes, float(slope), self._one_sided(peak, amplitudes),
+                          shadowed)
 
     def _decide(self, frontier: int, at_end: bool) -> np.ndarray:
         """Judge known candidates and search-back deadlines in time order, up to `frontier`."""
         if self._levels is None:
             if frontier < self._learning and not at_end:
                 return NO_PEAKS
-            self._levels = _Levels.learn([c for c in self._known if c.peak < self._learning],
+            self._levels = _Levels.learn([c for c in self._known
+                                          if c.peak < self._learning and not c.shadowed],
                                          self._band.window(0, self._learning))
         accepted: list[tuple[int, int]] = []
         queue, self._known = self._known, []
         for candidate in queue:
+            if candidate.shadowed:
+                candidate = self._unshadowed(candidate.peak)
+                if candidate is None:
+                    continue
             self._search_back_before(candidate.peak + self._radius, accepted)
             self._judge(candidate, accepted)
         self._search_back_before(frontier if not at_end else frontier + self._latency, accepted)
@@ -422,9 +464,13 @@ class QrsDetector:
         if last is not None and candidate.peak - last.peak > self._lost:
             threshold *= self.conf.searchback_ratio
         strong = likeness > threshold and not is_t_wave
-        artefact = strong and self._foreign_early(candidate)
+        step = strong and candidate.one_sided
+        artefact = strong and (step or self._foreign_early(candidate))
         if strong and not artefact:
             self._accept(candidate, accepted)
+            return
+        if step:    # an event, not the noise floor: the levels stay as they were
+            self._step_peak = candidate.peak
             return
         levels.add_noise(candidate.amplitudes)
         if not (is_t_wave or artefact):
@@ -443,6 +489,33 @@ class QrsDetector:
             return True
         shape = self._shape_likeness(candidate.peak)
         return shape is not None and shape < c.foreign_correlation
+
+    def _one_sided(self, peak: int, amplitudes: np.ndarray) -> bool:
+        """One steep edge without the swing back a QRS complex has (`Conf.step_edge_ratio`),
+        on the lead where the candidate is largest."""
+        centre = peak - self._envelope_delay
+        reach, step = self._edge, self._edge_step
+        lead = int(amplitudes.argmax())     # finite: the band filter sees no gap
+        trace = self.clean.window(centre - reach - step, centre + reach + step + 1)[:, lead]
+        if len(trace) < 2 * (reach + step) + 1:
+            return False
+        edges = trace[2 * step:] - trace[:-2 * step]
+        rise, fall = np.maximum.reduce(edges), -np.minimum.reduce(edges)
+        return bool(min(rise, fall) < self.conf.step_edge_ratio * max(rise, fall))
+
+    def _unshadowed(self, peak: int) -> _Candidate | None:
+        """The shadowed local maximum at `peak` as a candidate if the only higher envelope
+        within the refractory radius is the lobe of a baseline step just before it: a beat on
+        the step's decaying tail, which the step's lobe hid (CPSC 2019 00513 at 2563)."""
+        step_peak, radius = self._step_peak, self._radius
+        if step_peak is None or not step_peak + radius < peak <= step_peak + 2 * radius:
+            return None
+        envelope = self._envelope.window(step_peak, peak + radius + 1)
+        above = envelope[:, 0] > envelope[peak - step_peak, 0]
+        lobe_end = int(np.argmin(above))    # the step's lobe is above until here
+        if above[lobe_end:].any():
+            return None
+        return self._candidate(peak, envelope[:, 1], peak - step_peak, shadowed=True)
 
     def _drawn_out(self, peak: int) -> bool:
         """The envelope peak is under `foreign_prominence` times the envelope's median around it
