@@ -50,7 +50,8 @@ class _Candidate:
     """One steep edge without the swing back a QRS complex has: a baseline step if strong."""
     shadowed: bool = False
     """A local envelope maximum that a one-sided candidate's lobe before it kept from being a
-    candidate: judged only if that candidate is rejected as a baseline step."""
+    candidate: judged only if that candidate is rejected as a baseline step. Only one more
+    than an integration window after it: nearer, its energy window holds the step's own."""
 
 
 class _Levels:
@@ -417,7 +418,7 @@ class QrsDetector:
                 if candidate.one_sided:
                     self._one_sided_peak = peak
             elif (self._one_sided_peak is not None
-                  and self._radius < peak - self._one_sided_peak <= 2 * self._radius):
+                  and self._width < peak - self._one_sided_peak <= 2 * self._radius):
                 self._known.append(_Candidate(peak, NO_AMPLITUDES, 0.0, shadowed=True))
         self._scanned = until
 
@@ -506,9 +507,10 @@ class QrsDetector:
     def _unshadowed(self, peak: int) -> _Candidate | None:
         """The shadowed local maximum at `peak` as a candidate if the only higher envelope
         within the refractory radius is the lobe of a baseline step just before it: a beat on
-        the step's decaying tail, which the step's lobe hid (CPSC 2019 00513 at 2563)."""
+        the step's decaying tail, which the step's lobe hid (CPSC 2019 00513 at 2563). A beat
+        just before a step stays hidden: it is judged before the step is known."""
         step_peak, radius = self._step_peak, self._radius
-        if step_peak is None or not step_peak + radius < peak <= step_peak + 2 * radius:
+        if step_peak is None or not step_peak + self._width < peak <= step_peak + 2 * radius:
             return None
         envelope = self._envelope.window(step_peak, peak + radius + 1)
         above = envelope[:, 0] > envelope[peak - step_peak, 0]
