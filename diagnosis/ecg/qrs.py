@@ -439,7 +439,7 @@ class QrsDetector:
             self._levels = _Levels.learn([c for c in self._known
                                           if c.peak < self._learning and not c.shadowed],
                                          self._band.window(0, self._learning))
-        accepted: list[tuple[int, int]] = []
+        accepted: list[tuple[_Candidate, int]] = []
         queue, self._known = self._known, []
         for candidate in queue:
             if candidate.shadowed:
@@ -451,7 +451,7 @@ class QrsDetector:
         self._search_back_before(frontier if not at_end else frontier + self._latency, accepted)
         return self._refine_all(accepted)
 
-    def _judge(self, candidate: _Candidate, accepted: list[tuple[int, int]]) -> None:
+    def _judge(self, candidate: _Candidate, accepted: list[tuple[_Candidate, int]]) -> None:
         levels = self._levels
         last = self._last
         is_t_wave = (last is not None
@@ -549,7 +549,7 @@ class QrsDetector:
         """First sample of the shape window of the candidate with this envelope peak."""
         return peak - self._envelope_delay - self._before
 
-    def _accept(self, candidate: _Candidate, accepted: list[tuple[int, int]]) -> None:
+    def _accept(self, candidate: _Candidate, accepted: list[tuple[_Candidate, int]]) -> None:
         self._levels.add_beat(candidate.amplitudes)
         if self._last is not None:
             self._rr = (self._rr + [candidate.peak - self._last.peak])[-self.RR_HISTORY:]
@@ -561,9 +561,9 @@ class QrsDetector:
         if len(shape) == self._before + self._after:
             self._shapes = (self._shapes + [shape.copy()])[-self.SHAPE_HISTORY:]
             self._templates = None
-        accepted.append((candidate.peak, self._levels.timing_lead()))
+        accepted.append((candidate, self._levels.timing_lead()))
 
-    def _search_back_before(self, now: int, accepted: list[tuple[int, int]]) -> None:
+    def _search_back_before(self, now: int, accepted: list[tuple[_Candidate, int]]) -> None:
         """While the rhythm says a beat is overdue, take the strongest weak candidate shaped
         like the beats.
 
@@ -594,21 +594,24 @@ class QrsDetector:
         shape = self._shape_likeness(peak)
         return shape is None or shape >= self.conf.searchback_correlation
 
-    def _refine_all(self, peaks: list[tuple[int, int]]) -> np.ndarray:
+    def _refine_all(self, beats: list[tuple[_Candidate, int]]) -> np.ndarray:
         """Move each envelope peak to the R extremum of its timing lead's clean signal (the
-        first lead, unless that carries no ECG; chosen when the beat was accepted)."""
-        if not peaks:       # most chunks
+        first lead, unless that carries no ECG; chosen when the beat was accepted): the sample
+        farthest from the window's median, or, for a beat on a baseline step's decaying tail,
+        from the straight line between the window's ends (the median lies to one side of a
+        sloping baseline: CPSC 2019 00513's beat at 2563 was placed 76 ms early)."""
+        if not beats:       # most chunks
             return NO_PEAKS
         refined = []
-        for peak, lead in peaks:
-            centre = peak - self._envelope_delay
+        for candidate, lead in beats:
+            centre = candidate.peak - self._envelope_delay
             start = max(centre - self._refine, 0)
-            window = self.clean.window(start, centre + self._refine + 1)[:, lead]
+            window = self.clean.window(start, centre + self._refine + 1)[:, lead:lead + 1]
             if not len(window):
                 refined.append(max(centre, 0))
                 continue
-            deviation = np.abs(window - median(window))
-            refined.append(start + int(deviation.argmax()))
+            baseline = detrend(window) if candidate.shadowed else window - median(window, axis=0)
+            refined.append(start + int(np.abs(baseline).argmax()))
         return np.array(refined, dtype=np.int64)
 
 

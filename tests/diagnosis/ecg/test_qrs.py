@@ -134,11 +134,12 @@ def test_premature_artefacts_are_not_beats(detections, annotated, name: str,
 def test_a_baseline_step_is_not_a_beat_and_does_not_hide_the_next(detections) -> None:
     """CPSC 2019 00513: at 2391 the baseline jumps 0.45 mV in 20 ms and decays over 0.3 s, a
     premature deflection steeper than the beats; its envelope lobe covered the beat at 2563,
-    0.34 s later, which was never a candidate. The step is rejected and the beat found."""
+    0.34 s later, which was never a candidate. The step is rejected and the beat found, on the
+    step's sloping tail, within 10 ms of the reference."""
     window = int(0.15 * 500)
     found = detections["cpsc2019/data_00513"]
     assert not np.any(np.abs(found - 2391) <= window // 2)
-    assert np.any(np.abs(found - 2563) <= window)
+    assert np.any(np.abs(found - 2563) <= 5)
 
 
 @pytest.fixture(scope="module")
