@@ -1,7 +1,8 @@
 """Multi-lead QRS detection that runs live with a fixed lookahead and gives batch results.
 
 The leads' QRS-band energies are summed and smoothed into one envelope; every local maximum of
-the envelope over +-refractory is a candidate, known `refractory_s` after it happens. Candidates
+the envelope over +-refractory is a candidate, known `refractory_s` after it happens, and so is a
+local maximum outranked only by the rising flank of a lobe that peaks beyond that. Candidates
 are then judged in time order against adaptive signal and noise levels (Pan & Tompkins 1985),
 with a T-wave test and a search-back that recovers a weak beat when the rhythm says one is
 missing. Where amplitude cannot tell, shape does: a premature candidate no steeper than the last
@@ -47,7 +48,7 @@ class _Candidate:
     """Per-lead RMS of the QRS band over the integration window ending at the peak, mV."""
     slope: float
     one_sided: bool = False
-    """One steep edge without the swing back a QRS complex has: a baseline step if strong."""
+    """One steep edge without the swing back a QRS complex has: a baseline step, never a beat."""
     shadowed: bool = False
     """A local envelope maximum that a one-sided candidate's lobe before it kept from being a
     candidate: judged only if that candidate is rejected as a baseline step. Only one more
@@ -410,10 +411,16 @@ class QrsDetector:
         else:
             highest = [np.maximum.reduce(envelope[max(i - radius, 0):i + radius + 1])
                        for i in local]
+        last = len(envelope) - 1
         for index, window_max in zip(local, highest):
             peak = lo + index
-            if envelope[index] >= window_max:
-                candidate = self._candidate(peak, values[:, 1], index)
+            # Outranked only by a rising flank: then the window's highest sample is its last.
+            if envelope[index] >= window_max or (
+                    index + radius <= last and envelope[index + radius] == window_max
+                    and self._before_a_rise(envelope, rising, index)):
+                # A lobe still rising at the stream's end is a complex cut short: one edge.
+                cut = at_end and index == last
+                candidate = self._candidate(peak, values[:, 1], index, cut=cut)
                 self._known.append(candidate)
                 if candidate.one_sided:
                     self._one_sided_peak = peak
@@ -422,14 +429,27 @@ class QrsDetector:
                 self._known.append(_Candidate(peak, NO_AMPLITUDES, 0.0, shadowed=True))
         self._scanned = until
 
-    def _candidate(self, peak: int, slopes: np.ndarray, index: int,
-                   shadowed: bool = False) -> _Candidate:
-        """The candidate with this envelope peak; `slopes[index]` is the peak's slope sample."""
+    def _before_a_rise(self, envelope: np.ndarray, rising: np.ndarray, index: int) -> bool:
+        """For a local maximum whose refractory window peaks at its last sample: nothing before
+        it is higher, and what is higher after it is only the rising flank of a lobe that peaks
+        beyond the radius (that peak is a candidate of its own, at least the radius away): a
+        beat just before a baseline step or a larger complex (CPSC 2021 8_3 at 51804)."""
+        level, end = envelope[index], index + self._radius
+        if not rising[end - 1] or np.maximum.reduce(
+                envelope[max(index - self._radius, 0):index]) > level:
+            return False
+        higher = (envelope[index + 1:end + 1] > level).nonzero()[0]
+        return bool(rising[index + 1 + higher[0]:end].all())
+
+    def _candidate(self, peak: int, slopes: np.ndarray, index: int, shadowed: bool = False,
+                   cut: bool = False) -> _Candidate:
+        """The candidate with this envelope peak; `slopes[index]` is the peak's slope sample;
+        `cut`: its lobe is cut by the stream's end, so it cannot be told one-sided."""
         band = self._band.window(peak + 1 - self._width, peak + 1)
         amplitudes = np.sqrt(np.add.reduce(band * band, axis=0) / len(band))
         slope = np.maximum.reduce(slopes[max(index - self._width, 0):index + self._width + 1])
-        return _Candidate(peak, amplitudes, float(slope), self._one_sided(peak, amplitudes),
-                          shadowed)
+        one_sided = not cut and self._one_sided(peak, amplitudes)
+        return _Candidate(peak, amplitudes, float(slope), one_sided, shadowed)
 
     def _decide(self, frontier: int, at_end: bool) -> np.ndarray:
         """Judge known candidates and search-back deadlines in time order, up to `frontier`."""
@@ -452,6 +472,9 @@ class QrsDetector:
         return self._refine_all(accepted)
 
     def _judge(self, candidate: _Candidate, accepted: list[tuple[_Candidate, int]]) -> None:
+        if candidate.one_sided:     # a baseline step: an event, not a beat nor the noise floor
+            self._step_peak = candidate.peak
+            return
         levels = self._levels
         last = self._last
         is_t_wave = (last is not None
@@ -465,13 +488,9 @@ class QrsDetector:
         if last is not None and candidate.peak - last.peak > self._lost:
             threshold *= self.conf.searchback_ratio
         strong = likeness > threshold and not is_t_wave
-        step = strong and candidate.one_sided
-        artefact = strong and (step or self._foreign_early(candidate))
+        artefact = strong and self._foreign_early(candidate)
         if strong and not artefact:
             self._accept(candidate, accepted)
-            return
-        if step:    # an event, not the noise floor: the levels stay as they were
-            self._step_peak = candidate.peak
             return
         levels.add_noise(candidate.amplitudes)
         if not (is_t_wave or artefact):
@@ -486,7 +505,8 @@ class QrsDetector:
                 or candidate.peak - last.peak >= c.premature_rr * self._rr_median
                 or candidate.slope >= c.foreign_slope_ratio * last.slope):
             return False
-        if self._drawn_out(candidate.peak):
+        # In a step's shadow the surroundings are the step's lobe: prominence tells nothing.
+        if not candidate.shadowed and self._drawn_out(candidate.peak):
             return True
         shape = self._shape_likeness(candidate.peak)
         return shape is not None and shape < c.foreign_correlation
@@ -507,8 +527,7 @@ class QrsDetector:
     def _unshadowed(self, peak: int) -> _Candidate | None:
         """The shadowed local maximum at `peak` as a candidate if the only higher envelope
         within the refractory radius is the lobe of a baseline step just before it: a beat on
-        the step's decaying tail, which the step's lobe hid (CPSC 2019 00513 at 2563). A beat
-        just before a step stays hidden: it is judged before the step is known."""
+        the step's decaying tail, which the step's lobe hid (CPSC 2019 00513 at 2563)."""
         step_peak, radius = self._step_peak, self._radius
         if step_peak is None or not step_peak + self._width < peak <= step_peak + 2 * radius:
             return None

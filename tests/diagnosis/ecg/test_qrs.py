@@ -23,7 +23,7 @@ BELOW_TARGET = {
 DATABASE_FLOORS = {
     # database: (Se, +P) in percent over its records.
     "mitdb": (100.0, 99.9),
-    "cpsc2021": (99.9, 99.8),
+    "cpsc2021": (100.0, 99.9),
     "cpsc2019": (99.7, 100.0),
 }
 
@@ -142,6 +142,13 @@ def test_a_baseline_step_is_not_a_beat_and_does_not_hide_the_next(detections) ->
     assert np.any(np.abs(found - 2563) <= 5)
 
 
+def test_a_beat_before_a_larger_lobe_is_a_candidate(detections) -> None:
+    """CPSC 2021 data_8_3 51812: in a noise burst, a beat whose refractory window holds only the
+    rising flank of a larger lobe 0.2 s on (itself a candidate, a false beat at 51852) used to
+    be outranked by that flank and lost."""
+    assert np.any(np.abs(detections["cpsc2021/data_8_3"] - 51812) <= 10)
+
+
 @pytest.fixture(scope="module")
 def record_100_with_electrode_pops(annotated) -> tuple[references.AnnotatedRecord, np.ndarray]:
     """MIT-BIH 100 with a baseline step (2 mV on MLII, 1.2 mV on V5, as an electrode pop or a
@@ -167,8 +174,7 @@ def test_electrode_pops_are_not_beats(record_100_with_electrode_pops) -> None:
 def test_a_beat_just_after_an_electrode_pop_is_found(ecg_dir: Path, annotated) -> None:
     """CPSC 2021 data_101_9 (AF, 200 Hz) with a 2 mV pop halfway between every twelfth pair of
     beats: the beat after a pop comes 0.2-0.56 s later, on the pop's decaying tail and often
-    inside its envelope lobe. A beat just before a pop is judged before the pop is known and
-    can stay hidden (6 of the 26 here)."""
+    inside its envelope lobe; the beat before it has the pop's rising lobe in its window."""
     record = next(r for r in annotated if r.name == "cpsc2021/data_101_9")
     signal, beats = record.signal.copy(), record.reference
     before = list(range(5, len(beats) - 1, 12))
@@ -178,8 +184,8 @@ def test_a_beat_just_after_an_electrode_pop_is_found(ecg_dir: Path, annotated) -
     found = np.zeros(len(beats), dtype=bool)
     found[match.matched_reference] = True
     assert match.fp == 0
-    assert found[[i + 1 for i in before]].sum() >= 24 and len(before) == 26
-    assert found[before].sum() >= 20
+    assert found[[i + 1 for i in before]].all() and len(before) == 26
+    assert found[before].all()
 
 
 def test_streaming_equals_batch_over_electrode_pops(record_100_with_electrode_pops) -> None:
@@ -265,8 +271,9 @@ def cycle(*sizes: int):
 
 @pytest.fixture(scope="module")
 def record_8_3(ecg_dir: Path):
-    """CPSC 2021 data_8_3: paroxysmal AF, ventricular beats, a noise burst with a missed and two
-    false beats, so learning, T-wave test, search-back and the lost-beat threshold all act."""
+    """CPSC 2021 data_8_3: paroxysmal AF, ventricular beats, a noise burst with a false beat and
+    a beat just before a larger lobe, so learning, T-wave test, search-back, the lost-beat
+    threshold and the rising-flank rule all act."""
     return read_wfdb(ecg_dir / "cpsc2021" / "data_8_3")
 
 
