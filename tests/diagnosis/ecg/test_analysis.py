@@ -229,6 +229,25 @@ def test_ventricular_tachycardia(ventricular_tachycardia) -> None:
     assert_same(got, report)
 
 
+def test_electrode_pops_change_nothing(minute) -> None:
+    """A 1.5 mV baseline step (up or down, as an electrode pop or a jolted cable gives) halfway
+    between every fifth pair of beats of MIT-BIH 100's first minute: the same beats, labels,
+    rhythm and (no) alerts as the clean minute; streaming gives the same."""
+    clean = analysis.analyze(minute)
+    beats = [b.sample for b in clean.beats]
+    signal = minute.signal.copy()
+    for k, i in enumerate(range(2, len(beats) - 1, 5)):
+        signal[(beats[i] + beats[i + 1]) // 2:] += (-1) ** k * np.array([1.5, 0.9])
+    record = dataclasses.replace(minute, signal=signal, digital=None)
+    report = analysis.analyze(record)
+    assert len(range(2, len(beats) - 1, 5)) >= 14
+    assert [(b.sample, b.label) for b in report.beats] == [(b.sample, b.label)
+                                                           for b in clean.beats]
+    assert report.rhythms == clean.rhythms and report.alerts == clean.alerts == []
+    got, _ = stream(record, cycle(90))
+    assert_same(got, report)
+
+
 def test_pause(minute) -> None:
     record = replaced(minute, 20.0, 22.3, "asystole")
     report = analysis.analyze(record)
