@@ -35,9 +35,6 @@ from diagnosis.ecg.medians import median
 NO_PEAKS = np.empty(0, dtype=np.int64)
 """What a push that finalises no beat returns (most do): one array, read only."""
 NO_PEAKS.flags.writeable = False
-NO_AMPLITUDES = np.empty(0)
-"""A shadowed candidate's amplitudes until it is judged (most never are)."""
-NO_AMPLITUDES.flags.writeable = False
 
 
 @dataclass
@@ -50,9 +47,8 @@ class _Candidate:
     one_sided: bool = False
     """One steep edge without the swing back a QRS complex has: a baseline step, never a beat."""
     shadowed: bool = False
-    """A local envelope maximum that a one-sided candidate's lobe before it kept from being a
-    candidate: judged only if that candidate is rejected as a baseline step. Only one more
-    than an integration window after it: nearer, its energy window holds the step's own."""
+    """A local envelope maximum that only a baseline step's lobe before it kept from being the
+    highest of its window (`QrsDetector._unshadowed`)."""
 
 
 class _Levels:
@@ -289,10 +285,9 @@ class QrsDetector:
         self._surround = int(round(self.SURROUND_S * fs))
         self._edge = max(int(round(self.EDGE_S * fs)), 1)
         self._edge_step = max(int(round(self.EDGE_STEP_S * fs)), 1)
-        self._one_sided_peak: int | None = None
-        """Envelope peak of the last one-sided candidate, whose shadow is scanned for."""
         self._step_peak: int | None = None
-        """Envelope peak of the last candidate rejected as a baseline step."""
+        """Envelope peak of the last one-sided candidate (a baseline step), whose shadow is
+        scanned for."""
         self._shapes: list[np.ndarray] = []
         """Clean windows of the last `SHAPE_HISTORY` beats, as they were."""
         self._templates: np.ndarray | None = None
@@ -423,10 +418,12 @@ class QrsDetector:
                 candidate = self._candidate(peak, values[:, 1], index, cut=cut)
                 self._known.append(candidate)
                 if candidate.one_sided:
-                    self._one_sided_peak = peak
-            elif (self._one_sided_peak is not None
-                  and self._width < peak - self._one_sided_peak <= 2 * self._radius):
-                self._known.append(_Candidate(peak, NO_AMPLITUDES, 0.0, shadowed=True))
+                    self._step_peak = peak
+            elif (self._step_peak is not None
+                  and self._width < peak - self._step_peak <= 2 * radius):
+                shadowed = self._unshadowed(peak)
+                if shadowed is not None:
+                    self._known.append(shadowed)
         self._scanned = until
 
     def _before_a_rise(self, envelope: np.ndarray, rising: np.ndarray, index: int) -> bool:
@@ -462,10 +459,6 @@ class QrsDetector:
         accepted: list[tuple[_Candidate, int]] = []
         queue, self._known = self._known, []
         for candidate in queue:
-            if candidate.shadowed:
-                candidate = self._unshadowed(candidate.peak)
-                if candidate is None:
-                    continue
             self._search_back_before(candidate.peak + self._radius, accepted)
             self._judge(candidate, accepted)
         self._search_back_before(frontier if not at_end else frontier + self._latency, accepted)
@@ -473,7 +466,6 @@ class QrsDetector:
 
     def _judge(self, candidate: _Candidate, accepted: list[tuple[_Candidate, int]]) -> None:
         if candidate.one_sided:     # a baseline step: an event, not a beat nor the noise floor
-            self._step_peak = candidate.peak
             return
         levels = self._levels
         last = self._last
@@ -525,12 +517,11 @@ class QrsDetector:
         return bool(min(rise, fall) < self.conf.step_edge_ratio * max(rise, fall))
 
     def _unshadowed(self, peak: int) -> _Candidate | None:
-        """The shadowed local maximum at `peak` as a candidate if the only higher envelope
-        within the refractory radius is the lobe of a baseline step just before it: a beat on
-        the step's decaying tail, which the step's lobe hid (CPSC 2019 00513 at 2563)."""
+        """The local maximum at `peak`, one integration window to two refractory radii after
+        the last baseline step (nearer, its energy window holds the step's own), as a candidate
+        if the only higher envelope within the radius is the step's lobe: a beat on the step's
+        decaying tail, which the lobe hid (CPSC 2019 00513 at 2563)."""
         step_peak, radius = self._step_peak, self._radius
-        if step_peak is None or not step_peak + self._width < peak <= step_peak + 2 * radius:
-            return None
         envelope = self._envelope.window(step_peak, peak + radius + 1)
         above = envelope[:, 0] > envelope[peak - step_peak, 0]
         lobe_end = int(np.argmin(above))    # the step's lobe is above until here
