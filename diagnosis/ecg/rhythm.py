@@ -26,7 +26,8 @@ regular RR (patient 101).
 
 Non-AF intervals are SINUS, BRADY (< `brady_bpm`) or TACHY (> `tachy_bpm`) by the median RR
 over `rate_half_window` RRs either side, so a rate class must hold over about half a window,
-and it lasts until the rate is `hysteresis_bpm` back inside the limits.
+and it lasts until the rate is `hysteresis_bpm` back inside the limits; a new class is called
+only once it has held for `rate_min_beats` intervals.
 Every windowed call looks a fixed number of beats ahead, so a stream gets final calls that
 long after the beat and the same calls a batch run gets. Base episodes tile the stream from
 sample 0 to its end; ventricular runs (>= 3 consecutive V beats; VT when their rate is over
@@ -73,6 +74,11 @@ class RhythmConf:
     tachy_bpm: float = 100.0
     hysteresis_bpm: float = 5.0
     """A rate class is entered beyond its limit and left only this far back inside it."""
+    rate_min_beats: int = 4
+    """A rate class is called only once it holds for this many intervals in a row (the
+    whole stream if shorter): a rate at a limit, or a flutter's block switching between two
+    RR levels, flickered between SINUS and BRADY every beat or two (CPSC 2021 35_6: 20
+    episodes in 2 min). Free in latency: the AF calls the episodes wait for look further."""
     pause_s: float = 2.0
     asystole_s: float = 4.0
     run_beats: int = 3
@@ -82,6 +88,7 @@ class RhythmConf:
         ok = (self.af_half_window >= 1 and self.coherence_half_window >= 1
               and self.smooth_half_window >= 0 and self.rate_half_window >= 0
               and 0 < self.brady_bpm < self.tachy_bpm and self.hysteresis_bpm >= 0
+              and self.rate_min_beats >= 1
               and 0 < self.pause_s < self.asystole_s
               and self.run_beats >= 2 and self.vt_bpm > 0
               and 0 <= self.spread_band[0] < self.spread_band[1])
@@ -228,8 +235,11 @@ class RhythmTracker:
         self._coherence = _Log(np.float64)
         self._af_raw = _Log(np.bool_)
         self._n_base = 0
-        self._rate_class = SINUS
         """RR intervals with a final base label."""
+        self._rate_raw: list[str] = []
+        """Per-interval rate class (`_settle_rates`), final as far as it goes."""
+        self._rate_class = SINUS
+        """The rate class called at the last interval with a final base label."""
         self._open: Episode | None = None
         self._run: list[int] = []
         """Beat indices of the current run of ventricular beats."""
@@ -398,27 +408,23 @@ class RhythmTracker:
     def _settle_base(self, at_end: bool) -> list[Episode]:
         c = self.conf
         n = len(self._af_raw)
-        sm, rh = c.smooth_half_window, c.rate_half_window
-        stop = n if at_end else min(n - sm, len(self._rr) - rh)
+        sm = c.smooth_half_window
+        ready = self._settle_rates(at_end)
+        stop = n if at_end else min(n - sm, ready - (c.rate_min_beats - 1))
         start = self._n_base
         if stop <= start:
             return []
         is_af = (self._edge_windows(self._af_raw, start, stop, sm).sum(axis=1) > sm).tolist()
-        bpm = (60.0 / median(self._edge_windows(self._rr, start, stop, rh), axis=1)).tolist()
         labels = []
-        for af, rate in zip(is_af, bpm):
-            # Rate classes with hysteresis, so a rate hovering at a limit does not flicker.
-            rate_class = self._rate_class
-            if rate_class == BRADY and rate >= c.brady_bpm + c.hysteresis_bpm:
-                rate_class = SINUS
-            elif rate_class == TACHY and rate <= c.tachy_bpm - c.hysteresis_bpm:
-                rate_class = SINUS
-            if rate < c.brady_bpm:
-                rate_class = BRADY
-            elif rate > c.tachy_bpm:
-                rate_class = TACHY
-            self._rate_class = rate_class
-            labels.append(AF if af else rate_class)
+        for i, af in enumerate(is_af, start):
+            # A new rate class holds for `rate_min_beats` intervals (or the whole of a shorter
+            # stream) before it is called.
+            held = self._rate_raw[i:i + c.rate_min_beats]
+            if (held[0] != self._rate_class
+                    and len(held) >= min(c.rate_min_beats, ready)
+                    and held.count(held[0]) == len(held)):
+                self._rate_class = held[0]
+            labels.append(AF if af else self._rate_class)
         episodes = []
         for offset, label in enumerate(labels):
             if self._open is None:
@@ -429,3 +435,25 @@ class RhythmTracker:
                 self._open = Episode(boundary, -1, label)
         self._n_base = stop
         return episodes
+
+    def _settle_rates(self, at_end: bool) -> int:
+        """Extend the per-interval rate classes (median RR over `rate_half_window` either side,
+        with hysteresis) as far as their windows are final; returns how many there are."""
+        c = self.conf
+        rh = c.rate_half_window
+        start, stop = len(self._rate_raw), len(self._rr) if at_end else len(self._rr) - rh
+        if stop > start:
+            bpm = (60.0 / median(self._edge_windows(self._rr, start, stop, rh), axis=1)).tolist()
+            rate_class = self._rate_raw[-1] if self._rate_raw else SINUS
+            for rate in bpm:
+                # Hysteresis, so a rate hovering at a limit does not flicker.
+                if rate_class == BRADY and rate >= c.brady_bpm + c.hysteresis_bpm:
+                    rate_class = SINUS
+                elif rate_class == TACHY and rate <= c.tachy_bpm - c.hysteresis_bpm:
+                    rate_class = SINUS
+                if rate < c.brady_bpm:
+                    rate_class = BRADY
+                elif rate > c.tachy_bpm:
+                    rate_class = TACHY
+                self._rate_raw.append(rate_class)
+        return len(self._rate_raw)

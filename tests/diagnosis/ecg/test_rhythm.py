@@ -89,6 +89,22 @@ def test_af_episodes_are_whole_and_in_order(cpsc) -> None:
     assert [e.label for e in persistent.rhythms if e.label in (rhythm.AF, rhythm.SINUS)] == ["AF"]
 
 
+def test_a_variable_block_does_not_flicker_between_rate_classes(cpsc) -> None:
+    """Patient 35's flutter conducts with a block that switches between RR levels either side
+    of 50 bpm: every rate episode between two others lasts `rate_min_beats` beats or more
+    (before the rule, 35_6 had 20 episodes in 2 min, 13 of them one or two beats long)."""
+    least = rhythm.RhythmConf().rate_min_beats
+    for name in ("data_35_4", "data_35_6", "data_35_10"):
+        report = cpsc[name][1]
+        samples = np.array([b.sample for b in report.beats])
+        base = [e for e in report.rhythms if e.label in (rhythm.SINUS, rhythm.BRADY,
+                                                         rhythm.TACHY, rhythm.AF)]
+        for episode in base[1:-1]:
+            beats = np.count_nonzero((samples >= episode.start) & (samples < episode.end))
+            assert beats >= least, (name, episode)
+    assert len([e for e in cpsc["data_35_6"][1].rhythms if e.label != rhythm.PAUSE]) <= 4
+
+
 def test_ventricular_runs_on_cpsc2021(cpsc) -> None:
     """No ventricular run on CPSC 2021: the references hold only isolated V beats. (Before the
     labeller compared shapes at the best alignment and measured the QRS as one run of slope,
@@ -181,6 +197,22 @@ def test_rate_classes(bpm: float, label: str) -> None:
     episodes, alerts = track(samples, ["N"] * len(samples), segments(len(samples), True))
     assert base_labels(episodes) == [label] and alerts == []
     assert episodes[0].start == 0 and episodes[-1].end == samples[-1] + int(FS)
+
+
+def test_a_rate_class_must_hold_for_a_few_beats() -> None:
+    """A median rate that swings across the brady limit every three beats (RR in runs of
+    1.3 s and 1.0 s after sinus beats at 0.8 s) is no bradycardia episode, nor a string of
+    them; a rule that calls every switch gives a dozen. Bradycardia that holds is called."""
+    rr = np.concatenate([np.full(30, 0.8), np.tile(np.repeat([1.3, 1.0], 3), 8),
+                         np.full(30, 1.4)])
+    samples = beats_from_rr(rr)
+    labels, segs = ["N"] * len(samples), segments(len(samples), True)
+    episodes, _ = track(samples, labels, segs)
+    assert base_labels(episodes) == [rhythm.SINUS, rhythm.BRADY]
+    (brady,) = [e for e in episodes if e.label == rhythm.BRADY]
+    assert samples[74] <= brady.start <= samples[82]
+    flickering, _ = track(samples, labels, segs, conf=rhythm.RhythmConf(rate_min_beats=1))
+    assert len(base_labels(flickering)) > 10
 
 
 def test_af_and_what_is_not_af() -> None:
