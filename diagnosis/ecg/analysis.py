@@ -205,6 +205,7 @@ class StreamAnalyzer:
         self.labeller = BeatLabeler(fs)
         self.quality_monitor = quality_mod.QualityMonitor(fs, n, self.conf.quality)
         self.rhythm = rhythm_mod.RhythmTracker(fs, self.conf.rhythm)
+        self.live_rate = rhythm_mod.LiveRate(self.conf.rhythm)
         self._vf_lead = next((self.leads.index(lead) for lead in RHYTHM_LEADS
                               if lead in self.leads), 0)
         self.vf = vf_mod.VfTracker(fs, self.conf.vf)
@@ -273,16 +274,22 @@ class StreamAnalyzer:
         self._queue_open_gap(at_end=True)
         self._judge_gaps(update, at_end=True)
         update.rhythms += self.rhythm.finish(self._end)
+        self.live_rate.finish()
         self._add_vf([], self.vf.finish(self._end), update)
         self._report.extend(update)
         return update
 
     @property
     def current_rhythm(self) -> rhythm_mod.Episode | None:
-        """What the rhythm is now, for a live display (`RhythmTracker.current`; VF first)."""
+        """What the rhythm is now, for a live display: VF, a VT run or AF as called
+        (`RhythmTracker.current`), else the class of the heart rate shown with the beats
+        (`LiveRate`), since the settled episode's start when that is of the same class."""
         if self.vf.open is not None:
             return rhythm_mod.Episode(self.vf.open.start, -1, vf_mod.VF)
-        return self.rhythm.current
+        called, live = self.rhythm.current, self.live_rate.episode
+        if live is None or (called is not None and called.label not in rhythm_mod.RATE_CLASSES):
+            return called
+        return called if called is not None and called.label == live.label else live
 
     def report(self) -> Report:
         """Everything final so far (all of it after `finish`), in time order."""
@@ -400,6 +407,7 @@ class StreamAnalyzer:
                               else float("nan")))
             labels.append(label)
             rrs.append(rr_s)
+            self.live_rate.add(peak, beats[-1].hr_avg_bpm)
             self._peaks = history[-(max(c.label_rr_beats, c.hr_average_beats) + 1):]
         update.beats += beats
         self._measure_st(peaks, labels, np.array(rrs), clean, raw, update, at_end)

@@ -39,6 +39,7 @@ judges with `gap_label`: PAUSE (> `pause_s`, 2.0 s, the usual Holter cut-off) an
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -49,6 +50,7 @@ from diagnosis.ecg.medians import median
 AF, SINUS, BRADY, TACHY = "AF", "SINUS", "BRADY", "TACHY"
 PAUSE, ASYSTOLE, VT, VRUN = "PAUSE", "ASYSTOLE", "VT", "VRUN"
 _BASE = (AF, SINUS, BRADY, TACHY)
+RATE_CLASSES = (SINUS, BRADY, TACHY)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,20 @@ class RhythmConf:
         if not ok:
             raise ValueError("invalid RhythmConf")
 
+
+
+def rate_class(previous: str, bpm: float, conf: RhythmConf) -> str:
+    """The rate class at `bpm` after `previous`: BRADY or TACHY beyond their limits, left only
+    `hysteresis_bpm` back inside them, so a rate hovering at a limit does not flicker."""
+    if previous == BRADY and bpm >= conf.brady_bpm + conf.hysteresis_bpm:
+        previous = SINUS
+    elif previous == TACHY and bpm <= conf.tachy_bpm - conf.hysteresis_bpm:
+        previous = SINUS
+    if bpm < conf.brady_bpm:
+        return BRADY
+    if bpm > conf.tachy_bpm:
+        return TACHY
+    return previous
 
 
 def gap_label(seconds: float, conf: RhythmConf) -> str | None:
@@ -213,6 +229,38 @@ class _Log:
         return self._data[:self.n][key]
 
 
+class LiveRate:
+    """The rate class of the heart rate a follower is shown, for the live display while the
+    settled calls, which wait for the AF windows, lag ~16 beats behind (a follower read
+    "48 bpm, SINUS" for 20 s). Classed as the settled calls are (`rate_class`); a new class
+    is taken once it has held for `rate_min_beats` beats."""
+
+    def __init__(self, conf: RhythmConf) -> None:
+        self.conf = conf
+        self.episode: Episode | None = None
+        """The class called now, since the first beat of the run that made it (the first
+        class since the stream's start); None before the first rate and after the end."""
+        self._called = SINUS
+        self._run_start = 0
+        self._run_beats = 0
+
+    def add(self, sample: int, bpm: float) -> None:
+        """The next beat and the rate shown with it (NaN for the first: no rate yet)."""
+        if math.isnan(bpm):
+            return
+        called = rate_class(self._called, bpm, self.conf)
+        if called != self._called or not self._run_beats:
+            self._called, self._run_start, self._run_beats = called, sample, 0
+        self._run_beats += 1
+        if self.episode is None:
+            self.episode = Episode(0, -1, called)
+        elif called != self.episode.label and self._run_beats >= self.conf.rate_min_beats:
+            self.episode = Episode(self._run_start, -1, called)
+
+    def finish(self) -> None:
+        self.episode = None
+
+
 class RhythmTracker:
     """Feed beats in order (sample, label, pre-QRS segment); get episodes as they close."""
 
@@ -248,7 +296,7 @@ class RhythmTracker:
 
     @property
     def current(self) -> Episode | None:
-        """The rhythm called now (end -1: open): a VT run once it has alerted, else the open
+        """The rhythm called now (end -1: open): a VT run once it has alerted; else AF while
         rate/AF episode; None before the first call. Live information only: when it changes
         depends on how the stream was chunked, the episodes reported do not."""
         if self._run_alerted:
@@ -444,16 +492,8 @@ class RhythmTracker:
         start, stop = len(self._rate_raw), len(self._rr) if at_end else len(self._rr) - rh
         if stop > start:
             bpm = (60.0 / median(self._edge_windows(self._rr, start, stop, rh), axis=1)).tolist()
-            rate_class = self._rate_raw[-1] if self._rate_raw else SINUS
+            called = self._rate_raw[-1] if self._rate_raw else SINUS
             for rate in bpm:
-                # Hysteresis, so a rate hovering at a limit does not flicker.
-                if rate_class == BRADY and rate >= c.brady_bpm + c.hysteresis_bpm:
-                    rate_class = SINUS
-                elif rate_class == TACHY and rate <= c.tachy_bpm - c.hysteresis_bpm:
-                    rate_class = SINUS
-                if rate < c.brady_bpm:
-                    rate_class = BRADY
-                elif rate > c.tachy_bpm:
-                    rate_class = TACHY
-                self._rate_raw.append(rate_class)
+                called = rate_class(called, rate, c)
+                self._rate_raw.append(called)
         return len(self._rate_raw)

@@ -151,6 +151,32 @@ def test_followers_are_told_the_rhythm_while_it_lasts(shared_data):
     assert reported == analyze(batch).rhythms
 
 
+def test_the_rhythm_shown_agrees_with_the_heart_rate_shown(shared_data):
+    """CPSC 2021 35_6 (flutter with variable block, ~48 bpm): the settled rate calls wait
+    ~16 beats for the AF windows, and a follower read "48 bpm, SINUS" for 20 s. Now the
+    rhythm is called from the first beats, and whenever the rate shown with the last
+    `rate_min_beats` beats was under the brady limit the rhythm shown is BRADY."""
+    record = read_record(shared_data / "ecg" / "cpsc2021" / "data_35_6.hea")
+    fmt = StreamFormat(record.fs, record.leads, tuple(float(g) for g in record.gain))
+    stored = np.round(record.signal * record.gain).astype(np.int32)
+    live, frame = LiveAnalysis(fmt, None, None), int(record.fs / 4)
+    conf = live.analyzer.conf.rhythm
+    rates, now, first_call, checked = [], None, None, 0
+    for start in range(0, record.n_samples, frame):
+        message = live.push(stored[start:start + frame])
+        if message:
+            rates += [b["hr_avg_bpm"] for b in message["beats"] if b["hr_avg_bpm"] is not None]
+            now = message["rhythm_now"]
+        if now is not None and first_call is None:
+            first_call = start + frame
+        recent = rates[-conf.rate_min_beats:]
+        if len(recent) == conf.rate_min_beats and max(recent) < conf.brady_bpm:
+            assert now["label"] == "BRADY", (start, recent, now)
+            checked += 1
+    assert first_call is not None and first_call <= 6 * record.fs
+    assert checked > 200
+
+
 def test_samples_the_monitor_marks_missing_are_missing_to_the_analysis(shared_data, tmp_path):
     """A monitor that loses its electrodes for 2 s sends the "no sample" marker (-32768): the
     live analysis and the stored recording's report treat it as missing (NaN), as a file's
