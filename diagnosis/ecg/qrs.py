@@ -56,7 +56,12 @@ class _Levels:
 
     A candidate's beat-likeness is each lead's excess over its noise, weighted by that lead's
     signal-to-noise ratio, as a fraction of a typical beat's: 1 is a typical beat, 0 is noise.
-    A lead whose artefacts are as large as its QRS complexes thereby gets almost no say.
+    A lead whose artefacts are as large as its QRS complexes thereby gets almost no say, and a
+    lead that is flat or missing at a candidate (its electrode came off) none: the others
+    judge it as if that lead were not there. Otherwise the lost lead's typical beat made every
+    beat look weak, the rejected beats raised the noise level of the leads still showing them,
+    and detection stopped until the electrode was back (MIT-BIH 100 with MLII missing for ten
+    minutes lost all 758 beats in them, and the analysis called ASYSTOLE).
     """
 
     HISTORY: ClassVar[int] = 8
@@ -104,7 +109,8 @@ class _Levels:
             noise = np.minimum(np.maximum(noise, lowest), highest)
             margin = signal - noise
             weights = np.where(usable, margin / noise ** 2, 0.0)
-            typical = float(np.add.reduce(weights * margin)) if usable.any() else 0.0
+            self._lead_scores = np.where(usable, weights * margin, 0.0)
+            typical = float(np.add.reduce(self._lead_scores)) if usable.any() else 0.0
             self._model = (usable, weights, noise, typical)
         return self._model
 
@@ -116,18 +122,31 @@ class _Levels:
             return 0.0
         # Missing (NaN) or infinite amplitudes count as 0 (an RMS is never -inf).
         present = np.where(np.isfinite(amplitudes), amplitudes, 0.0)
-        excess = np.where(usable, present - noise, 0.0)
-        return float(np.add.reduce(weights * excess) / typical)
+        shares = weights * np.where(usable, present - noise, 0.0)
+        dead = usable & ~self._shows(amplitudes)
+        if not dead.any():
+            return float(np.add.reduce(shares) / typical)
+        # A lead gone flat or missing since (an electrode off) says nothing of this candidate:
+        # the others judge it as they would without that lead.
+        live = self._lead_scores[~dead]
+        rest = float(np.add.reduce(live))
+        return float(np.add.reduce(shares[~dead]) / rest) if rest > 0 else 0.0
 
-    def timing_lead(self) -> int:
-        """The lead R peaks are placed on: the first, as annotators do (MIT-BIH's MLII), unless
-        it carries no ECG (flat, disconnected); then the one with the largest typical beat."""
+    def timing_lead(self, amplitudes: np.ndarray) -> int:
+        """The lead this beat's R peak is placed on: the first, as annotators do (MIT-BIH's
+        MLII), unless it carries no ECG (flat, disconnected, or gone so at this beat); then
+        the one with the largest typical beat among those that show the beat."""
         if not self.beats:
             return 0
         typical, usable, *_ = self._typical_beat()
-        if usable[0] or not usable.any():
+        live = usable & self._shows(amplitudes)
+        if live[0] or not live.any():
             return 0
-        return int(np.argmax(np.where(usable, typical, -np.inf)))
+        return int(np.argmax(np.where(live, typical, -np.inf)))
+
+    def _shows(self, amplitudes: np.ndarray) -> np.ndarray:
+        """Per lead: has some QRS-band activity at this candidate (not flat nor missing)."""
+        return np.isfinite(amplitudes) & (amplitudes > self.MIN_BEAT_MV)
 
     def add_beat(self, amplitudes: np.ndarray) -> None:
         self.beats = (self.beats + [amplitudes])[-self.HISTORY:]
@@ -571,7 +590,7 @@ class QrsDetector:
         if len(shape) == self._before + self._after:
             self._shapes = (self._shapes + [shape.copy()])[-self.SHAPE_HISTORY:]
             self._templates = None
-        accepted.append((candidate, self._levels.timing_lead()))
+        accepted.append((candidate, self._levels.timing_lead(candidate.amplitudes)))
 
     def _search_back_before(self, now: int, accepted: list[tuple[_Candidate, int]]) -> None:
         """While the rhythm says a beat is overdue, take the strongest weak candidate shaped

@@ -248,6 +248,27 @@ def test_electrode_pops_change_nothing(minute) -> None:
     assert_same(got, report)
 
 
+@pytest.mark.parametrize("how", ["off", "flat"])
+@pytest.mark.parametrize("lead", [0, 1])
+def test_one_lead_going_off_raises_no_asystole(minute, lead: int, how: str) -> None:
+    """An electrode comes off 20 s into MIT-BIH 100's first minute: that lead's samples are
+    missing (the monitor's "no sample" marker) or flat to the end. The other lead still shows
+    every beat, so the analysis finds them all and raises nothing (with MLII missing it
+    called ASYSTOLE and lost every beat after 20 s). Without MLII, R peaks are placed on V5,
+    at most a few samples from MLII's."""
+    clean = analysis.analyze(minute)
+    signal = minute.signal.copy()
+    signal[int(20 * minute.fs):, lead] = np.nan if how == "off" else 0.0
+    record = dataclasses.replace(minute, signal=signal, digital=None)
+    report = analysis.analyze(record)
+    shift = np.array([b.sample for b in report.beats]) - [b.sample for b in clean.beats]
+    assert np.abs(shift).max() <= 0.01 * record.fs
+    assert {b.label for b in report.beats} == {"N"}
+    assert report.alerts == [] and {e.label for e in report.rhythms} == {rhythm.SINUS}
+    got, _ = stream(record, cycle(90))
+    assert_same(got, report)
+
+
 def test_pause(minute) -> None:
     record = replaced(minute, 20.0, 22.3, "asystole")
     report = analysis.analyze(record)
