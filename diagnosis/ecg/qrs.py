@@ -114,7 +114,8 @@ class _Levels:
             self._model = (usable, weights, noise, typical)
         return self._model
 
-    def beat_likeness(self, amplitudes: np.ndarray) -> float:
+    def beat_likeness(self, amplitudes: np.ndarray, spare_one: bool = False) -> float:
+        """`spare_one`: the highest likeness with or without any one lead."""
         if not self.beats:
             return float("inf")
         usable, weights, noise, typical = self._weights()
@@ -124,13 +125,18 @@ class _Levels:
         present = np.where(np.isfinite(amplitudes), amplitudes, 0.0)
         shares = weights * np.where(usable, present - noise, 0.0)
         dead = usable & ~self._shows(amplitudes)
-        if not dead.any():
-            return float(np.add.reduce(shares) / typical)
-        # A lead gone flat or missing since (an electrode off) says nothing of this candidate:
-        # the others judge it as they would without that lead.
-        live = self._lead_scores[~dead]
-        rest = float(np.add.reduce(live))
-        return float(np.add.reduce(shares[~dead]) / rest) if rest > 0 else 0.0
+        if dead.any():
+            # A lead gone flat or missing since (an electrode off) says nothing of this
+            # candidate: the others judge it as they would without that lead.
+            rest = float(np.add.reduce(self._lead_scores[~dead]))
+            return float(np.add.reduce(shares[~dead]) / rest) if rest > 0 else 0.0
+        total = np.add.reduce(shares)
+        if not spare_one:
+            return float(total / typical)
+        rest = typical - self._lead_scores
+        with np.errstate(divide="ignore", invalid="ignore"):
+            without = np.where(rest > 0, (total - shares) / rest, -np.inf)
+        return float(max(total / typical, np.maximum.reduce(without)))
 
     def timing_lead(self, amplitudes: np.ndarray) -> int:
         """The lead this beat's R peak is placed on: the first, as annotators do (MIT-BIH's
@@ -298,6 +304,9 @@ class QrsDetector:
         self._last: _Candidate | None = None
         self._rr: list[int] = []
         self._rr_median = 0.0
+        self._sparing = False
+        """The last beat was taken only with one lead's stale level spared (`_judge`): until
+        one is taken on all leads again, search-back spares one too."""
         self._before = int(round(BEFORE_S * fs))
         self._after = int(round(AFTER_S * fs))
         self._align = int(round(self.ALIGN_S * fs))
@@ -491,16 +500,21 @@ class QrsDetector:
         is_t_wave = (last is not None
                      and candidate.peak - last.peak < self.conf.t_wave_s * self.fs
                      and candidate.slope < self.conf.t_wave_slope_ratio * last.slope)
+        # After `lost_s` without a beat the levels are stale: lower the bar, and spare any one
+        # lead its stale level (one whose QRS shrank tenfold made every beat look weak). Not
+        # before the first beat, whose levels were just learnt from these very seconds (a
+        # lowered bar there took the tail of a complex cut by the record's start, MIT-BIH 800
+        # sample 2).
+        lost = last is not None and candidate.peak - last.peak > self._lost
+        threshold = self.conf.threshold_ratio * (self.conf.searchback_ratio if lost else 1.0)
         likeness = levels.beat_likeness(candidate.amplitudes)
-        threshold = self.conf.threshold_ratio
-        # After `lost_s` without a beat the levels are stale: lower the bar. Not before the
-        # first beat, whose levels were just learnt from these very seconds (a lowered bar there
-        # took the tail of a complex cut by the record's start, MIT-BIH 800 sample 2).
-        if last is not None and candidate.peak - last.peak > self._lost:
-            threshold *= self.conf.searchback_ratio
+        sparing = lost and not likeness > threshold
+        if sparing:
+            likeness = levels.beat_likeness(candidate.amplitudes, spare_one=True)
         strong = likeness > threshold and not is_t_wave
         artefact = strong and self._foreign_early(candidate)
         if strong and not artefact:
+            self._sparing = sparing
             self._accept(candidate, accepted)
             return
         levels.add_noise(candidate.amplitudes)
@@ -609,8 +623,8 @@ class QrsDetector:
                 return
             oldest = deadline + self._radius - self._latency
             floor = self.conf.threshold_ratio * self.conf.searchback_ratio
-            scored = [(self._levels.beat_likeness(c.amplitudes), c) for c in self._weak
-                      if oldest <= c.peak <= deadline]
+            scored = [(self._levels.beat_likeness(c.amplitudes, self._sparing), c)
+                      for c in self._weak if oldest <= c.peak <= deadline]
             scored = sorted([(likeness, c) for likeness, c in scored if likeness > floor],
                             key=lambda pair: pair[0], reverse=True)
             taken = next((c for _, c in scored if self._shaped_like_beats(c.peak)), None)

@@ -219,6 +219,30 @@ def test_a_lead_that_goes_off_for_a_while_costs_almost_no_beats(
     assert match.fn <= most_missed and match.fp <= most_false, (match.fn, match.fp)
 
 
+def test_a_lead_whose_qrs_shrinks_tenfold_is_re_weighed_after_three_seconds(annotated) -> None:
+    """MLII of MIT-BIH 100 at 5 % through the middle third (an electrode that slipped): its
+    typical beat, twenty times too large now, made every beat look weak and the rejected
+    beats raised V5's noise level until nothing was a beat (755 of the 758 beats missed).
+    After `lost_s` without a beat each lead's stale level may be spared; the beats taken so
+    let search-back spare it too until the levels have caught up. Missed: the three beats of
+    those 3 s. Streamed in random chunks the same."""
+    record = next(r for r in annotated if r.name == "mitdb/100")
+    signal = record.signal.copy()
+    third = len(signal) // 3
+    signal[third:2 * third, 0] *= 0.05
+    found = qrs.detect_qrs(signal, record.fs)
+    match = scoring.match_beats(record.reference, found, record.fs)
+    missed = np.setdiff1d(np.arange(len(record.reference)), match.matched_reference)
+    assert (match.fn, match.fp) == (3, 0)
+    assert np.all((record.reference[missed] > third)
+                  & (record.reference[missed] < third + 3 * record.fs))
+    part = slice(third - int(30 * record.fs), third + int(30 * record.fs))
+    rng = np.random.default_rng(12)
+    streamed, _ = stream(qrs.QrsDetector(record.fs, 2), signal[part],
+                         (int(n) for n in rng.integers(0, 90, size=10**6)))
+    assert np.array_equal(streamed, qrs.detect_qrs(signal[part], record.fs))
+
+
 @pytest.mark.parametrize("name, sample", ECTOPIC_BEATS + EARLY_BEATS_NOT_STEEPER)
 def test_premature_ectopic_beats_are_kept(detections, annotated, name: str,
                                           sample: int) -> None:
