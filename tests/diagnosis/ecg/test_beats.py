@@ -55,16 +55,15 @@ def test_record_100(labelled) -> None:
 
 def test_ventricular_beats_over_all_records(labelled) -> None:
     """Over the 17 annotated V beats (MIT-BIH 100 and 800, CPSC 2021 data_8_2 and data_8_3):
-    16 found; 13 other beats are called V, all in the noisy CPSC 2021 records (one an extra
-    detection, one a beat in 8_3's noise burst found since the rising-flank rule): V +P about
-    55 %. (Before shapes were compared at the best alignment and the
+    16 found; 12 other beats are called V, all in the noisy CPSC 2021 records (one an extra
+    detection): V +P about 57 %. (Before shapes were compared at the best alignment and the
     QRS width was one run of slope: 15 found, 77 false, +P 16 %; the same complex with its R
     peak placed on the R wave in one beat and on the S wave in the next correlated ~0.)"""
     first, *rest = labelled.values()
     total = sum(rest, start=first)
     assert total.tp + total.fn == 17
     assert total.tp >= 16
-    assert total.fp <= 13
+    assert total.fp <= 12
     veb = labelled["mitdb/800"]
     assert (veb.tp, veb.fn) == (6, 0)
 
