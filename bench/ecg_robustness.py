@@ -26,9 +26,11 @@ Noise comes from one seeded generator: the same figures on every run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diagnosis.ecg import qrs, references, scoring  # noqa: E402
+from diagnosis.ecg.analysis import analyze  # noqa: E402
 from diagnosis.ecg.formats.wfdb_io import read_wfdb  # noqa: E402
+from diagnosis.ecg.record import EcgRecord  # noqa: E402
 
 DEFAULT_DATA = (ROOT / ".." / "shared" / "data" / "ecg").resolve()
 NOISE_MV = 0.3
@@ -55,6 +59,13 @@ class Recording:
     reference: np.ndarray
     span: tuple[int, int]
     """Where a disturbance goes: [start, stop)."""
+    record: EcgRecord | None = None
+    """The record as read, for the whole analysis (its lead names, sex and age)."""
+
+    def alerts(self, signal: np.ndarray) -> Counter:
+        """Alerts of the whole analysis of the record with this signal, by kind."""
+        record = dataclasses.replace(self.record, signal=signal, digital=None)
+        return Counter(alert.kind for alert in analyze(record).alerts)
 
 
 @dataclass
@@ -65,6 +76,8 @@ class Tally:
     false: int = 0
     clean_missed: int = 0
     clean_false: int = 0
+    alerts: Counter = field(default_factory=Counter)
+    """Alerts of the whole analysis beyond those on the untouched recording."""
     worst: tuple[int, str] = (0, "")
 
     def add(self, name: str, reference: np.ndarray, found: np.ndarray, clean: scoring.BeatMatch,
@@ -82,12 +95,13 @@ class Tally:
 def recordings(data: Path) -> list[Recording]:
     annotated = [r for r in references.wfdb_annotated(data) if r.signal.shape[1] > 1]
     out = [Recording(r.name, r.signal, r.fs, r.reference,
-                     (len(r.signal) // 3, 2 * len(r.signal) // 3)) for r in annotated]
+                     (len(r.signal) // 3, 2 * len(r.signal) // 3), read_wfdb(data / r.name))
+           for r in annotated]
     for header in sorted((data / "cinc2021-12lead").glob("*.hea")):
         record = read_wfdb(header.with_suffix(""))
         out.append(Recording(f"cinc2021-12lead/{header.stem}", record.signal, record.fs,
                              qrs.detect_qrs(record.signal, record.fs),
-                             (len(record.signal) // 3, len(record.signal))))
+                             (len(record.signal) // 3, len(record.signal)), record))
     return out
 
 
@@ -120,7 +134,7 @@ ONE_LEAD = ("flat", "missing", "shrunk", "emg", "motion")
 
 
 def run_one_lead(kind: str, recs: list[Recording], rng: np.random.Generator,
-                 clean: dict[str, scoring.BeatMatch]) -> Tally:
+                 clean: dict[str, scoring.BeatMatch], alerts: dict[str, Counter] | None) -> Tally:
     tally, disturb = Tally(), one_lead(kind)
     for rec in recs:
         for lead in range(rec.signal.shape[1]):
@@ -128,6 +142,8 @@ def run_one_lead(kind: str, recs: list[Recording], rng: np.random.Generator,
             disturb(signal, rec, lead, rng)
             tally.add(f"{rec.name} lead {lead}", rec.reference, qrs.detect_qrs(signal, rec.fs),
                       clean[rec.name], rec.fs)
+            if alerts is not None:
+                tally.alerts += rec.alerts(signal) - alerts[rec.name]
     return tally
 
 
@@ -152,25 +168,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--scenarios", nargs="+", default=list(ONE_LEAD) + ["dropped"],
                         choices=list(ONE_LEAD) + ["dropped"])
+    parser.add_argument("--no-alerts", action="store_true",
+                        help="skip the whole analysis (alerts) of each disturbed recording")
     args = parser.parse_args(argv)
     started = time.monotonic()
     recs = recordings(args.data)
     clean = {r.name: scoring.match_beats(r.reference, qrs.detect_qrs(r.signal, r.fs), r.fs)
              for r in recs}
+    alerts = None if args.no_alerts else {r.name: r.alerts(r.signal) for r in recs}
     print(f"bench/ecg_robustness.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"recordings: {sum(not r.name.startswith('cinc') for r in recs)} annotated multi-lead,"
           f" {sum(r.name.startswith('cinc') for r in recs)} twelve-lead (see the docstring)\n")
     print(f"{'scenario':9s} {'runs':>5s} {'beats':>8s} | {'missed':>7s} {'false':>6s} | "
-          f"{'untouched: missed':>17s} {'false':>6s} | worst run")
+          f"{'untouched: missed':>17s} {'false':>6s} | {'false alerts':18s} | worst run")
     rng = np.random.default_rng(2026)
     for kind in args.scenarios:
         tally = (run_dropped(recs, clean) if kind == "dropped"
-                 else run_one_lead(kind, recs, rng, clean))
+                 else run_one_lead(kind, recs, rng, clean, alerts))
+        raised = ("-" if alerts is None or kind == "dropped" else
+                  ", ".join(f"{n} {k}" for k, n in sorted(tally.alerts.items())) or "none")
         print(f"{kind:9s} {tally.runs:5d} {tally.beats:8d} | {tally.missed:7d} {tally.false:6d} | "
-              f"{tally.clean_missed:17d} {tally.clean_false:6d} | {tally.worst[1]} "
+              f"{tally.clean_missed:17d} {tally.clean_false:6d} | {raised:18s} | {tally.worst[1]} "
               f"({tally.worst[0]} missed + false)")
     print("\n  'untouched' sums, over the same runs, what the detector misses and adds on the"
-          " recordings as they are.")
+          " recordings as they are;\n  'false alerts': alerts of the whole analysis"
+          " (diagnosis.ecg.analysis.analyze) that the untouched recording does not raise.")
     print(f"wall time {time.monotonic() - started:.0f} s")
     return 0
 
