@@ -78,8 +78,9 @@ class _Levels:
         self._signal: tuple[np.ndarray, ...] | None = None
         """(typical beat, usable leads, beat level used, lowest and highest noise level taken
         as true), until a beat is added."""
-        self._model: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
-        """(usable leads, weights, clipped noise, typical beat's score), until levels change."""
+        self._model: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None = None
+        """(usable leads, weights, clipped noise, each lead's and the typical beat's score), until
+        levels change."""
 
     @classmethod
     def learn(cls, candidates: list["_Candidate"], band: np.ndarray) -> "_Levels":
@@ -102,23 +103,23 @@ class _Levels:
             self._signal = (typical, usable, signal, 0.02 * signal, self.MAX_NOISE * signal)
         return self._signal
 
-    def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         if self._model is None:
             _, usable, signal, lowest, highest = self._typical_beat()
             noise = np.where(np.isfinite(self.noise), self.noise, 0.0)
             noise = np.minimum(np.maximum(noise, lowest), highest)
             margin = signal - noise
             weights = np.where(usable, margin / noise ** 2, 0.0)
-            self._lead_scores = np.where(usable, weights * margin, 0.0)
-            typical = float(np.add.reduce(self._lead_scores)) if usable.any() else 0.0
-            self._model = (usable, weights, noise, typical)
+            scores = np.where(usable, weights * margin, 0.0)
+            typical = float(np.add.reduce(scores)) if usable.any() else 0.0
+            self._model = (usable, weights, noise, scores, typical)
         return self._model
 
     def beat_likeness(self, amplitudes: np.ndarray, spare_one: bool = False) -> float:
         """`spare_one`: the highest likeness with or without any one lead."""
         if not self.beats:
             return float("inf")
-        usable, weights, noise, typical = self._weights()
+        usable, weights, noise, scores, typical = self._weights()
         if not typical > 0:
             return 0.0
         # Missing (NaN) or infinite amplitudes count as 0 (an RMS is never -inf).
@@ -128,12 +129,12 @@ class _Levels:
         if dead.any():
             # A lead gone flat or missing since (an electrode off) says nothing of this
             # candidate: the others judge it as they would without that lead.
-            rest = float(np.add.reduce(self._lead_scores[~dead]))
+            rest = float(np.add.reduce(scores[~dead]))
             return float(np.add.reduce(shares[~dead]) / rest) if rest > 0 else 0.0
         total = np.add.reduce(shares)
         if not spare_one:
             return float(total / typical)
-        rest = typical - self._lead_scores
+        rest = typical - scores
         with np.errstate(divide="ignore", invalid="ignore"):
             without = np.where(rest > 0, (total - shares) / rest, -np.inf)
         return float(max(total / typical, np.maximum.reduce(without)))
